@@ -1,0 +1,1 @@
+"""ddrf runtime: torch-free DDRF fusion around ONNX Runtime, plus metrics and classical baselines."""
