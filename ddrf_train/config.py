@@ -1,0 +1,272 @@
+"""Training configuration: frozen dataclasses, TOML loading and validation.
+
+A run is fully described by one :class:`ExperimentConfig` (sections ``[model]``, ``[diffusion]``,
+``[train]``). The same plain-dict form goes into every checkpoint, so a checkpoint rebuilds its
+model without the TOML file. Every problem is a :class:`ConfigError` naming the file and the key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import tomllib
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from ddrf_runtime.errors import ConfigError
+from ddrf_runtime.model_spec import Objective
+from ddrf_runtime.schedule import ScheduleKind
+from ddrf_runtime.target import TargetSpec
+
+
+class DataFamily(str, enum.Enum):
+    """Which band layout a model is trained for; a scene contributes its first ``bands`` canonical bands."""
+
+    FOUR_BAND = "4band"  # B, G, R, NIR
+    EIGHT_BAND = "8band"  # B, G, R, NIR + the WorldView-2/3 extra bands
+
+    @property
+    def bands(self) -> int:
+        return 4 if self is DataFamily.FOUR_BAND else 8
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Shape of the DDRF UNet (DDRF.md "Network")."""
+
+    bands: int = 4  # C: multispectral bands generated (and lms bands in the condition)
+    guide_bands: int = 1  # k: guide channels (1 = PAN, 3 = RGB guide for hyperspectral fusion)
+    width: int = 32  # channels of the first level
+    channel_mults: tuple[int, ...] = (1, 2, 2, 4)  # channels of level i = width · channel_mults[i]
+    enc_blocks: int = 3  # style-modulated residual blocks per encoder level
+    dec_blocks: int = 4  # wavelet-modulated blocks per decoder level (each eats one skip; ≤ enc_blocks + 1)
+    heads: int = 4  # attention heads (self-attention and wavelet cross-attention)
+    time_dim: int = 128  # width of the timestep-embedding MLP output
+    mod_hidden: int = 32  # hidden channels of the condition branch of the style modulation
+
+    @property
+    def levels(self) -> int:
+        return len(self.channel_mults)
+
+    @property
+    def size_multiple(self) -> int:
+        """Tile sides must be multiples of this: 2^(levels−1) UNet downsamplings, then the DWT's 2."""
+        return 2 ** (self.levels - 1) * 2
+
+    @property
+    def wav_channels(self) -> int:
+        return self.bands + 3 * self.guide_bands
+
+    @property
+    def cond_channels(self) -> int:
+        return self.bands + self.guide_bands
+
+    def check(self) -> list[tuple[str, str]]:
+        """(key, problem) pairs; empty when valid."""
+        out = []
+        for name in ("bands", "guide_bands", "width", "enc_blocks", "dec_blocks", "heads", "time_dim", "mod_hidden"):
+            if getattr(self, name) < 1:
+                out.append((name, "must be >= 1"))
+        if not self.channel_mults or any(m < 1 for m in self.channel_mults):
+            out.append(("channel_mults", "must be a non-empty list of positive integers"))
+        elif any((self.width * m) % self.heads for m in self.channel_mults):
+            out.append(("heads", f"must divide every level width {[self.width * m for m in self.channel_mults]}"))
+        if self.dec_blocks > self.enc_blocks + 1:
+            out.append(("dec_blocks", f"must be <= enc_blocks + 1 = {self.enc_blocks + 1} (one skip each)"))
+        return out
+
+
+# Presets; "reference" is the paper's configuration, "small" the CPU-trainable one (sized by measurement).
+UNET_PRESETS: dict[str, UNetConfig] = {
+    "reference": UNetConfig(),
+    "small": UNetConfig(width=32, channel_mults=(1, 2, 2, 4), enc_blocks=1, dec_blocks=2, heads=4,
+                        time_dim=128, mod_hidden=32),
+    "tiny": UNetConfig(width=8, channel_mults=(1, 2), enc_blocks=1, dec_blocks=1, heads=2, time_dim=16,
+                       mod_hidden=8),
+}
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """The diffusion process around the network (DDRF.md "Diffusion")."""
+
+    timesteps: int = 500  # T: training schedule length; t = 0..T−1
+    schedule: ScheduleKind = ScheduleKind.COSINE  # ᾱ_t family
+    schedule_offset: float = 0.008  # cosine-schedule s
+    objective: Objective = Objective.X0  # what the raw network output means (converted to x0̂ in forward)
+    residual: bool = True  # diffuse gt − lms (True) or the image itself (ablation)
+    residual_scale: float = 20.0  # multiplier on the residual so it is not swamped by unit-variance noise
+    self_condition: bool = False  # feed the previous x0̂ as an extra input (trained with probability 0.5)
+    last_t_prob: float = 0.1  # probability of drawing t = T−1 (the 1-step sampler's only timestep); else uniform
+
+    @property
+    def target(self) -> TargetSpec:
+        return TargetSpec(residual=self.residual, scale=self.residual_scale)
+
+    def check(self) -> list[tuple[str, str]]:
+        out = []
+        if self.timesteps < 1:
+            out.append(("timesteps", "must be >= 1"))
+        if not 0.0 <= self.schedule_offset < 1.0:
+            out.append(("schedule_offset", "must be in [0, 1)"))
+        if self.residual_scale <= 0:
+            out.append(("residual_scale", "must be > 0"))
+        if not 0.0 <= self.last_t_prob <= 1.0:
+            out.append(("last_t_prob", "must be in [0, 1]"))
+        return out
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, data and bookkeeping of one training run."""
+
+    family: DataFamily = DataFamily.FOUR_BAND  # training data band layout (ddrf_runtime.datasets family)
+    patch: int = 64  # side of a training crop in HRMS pixels (a multiple of the model's size_multiple)
+    batch: int = 8  # crops per step
+    lr: float = 2e-4  # AdamW peak learning rate
+    weight_decay: float = 1e-4  # AdamW decoupled weight decay
+    iterations: int = 20000  # optimiser steps of the whole run
+    warmup: int = 200  # linear lr warm-up steps
+    lr_decay_every: int = 8000  # step decay period (0 = no decay)
+    lr_decay_factor: float = 0.5  # lr multiplier per decay period
+    grad_clip: float = 1.0  # max global gradient L2 norm (0 = off)
+    ema_decay: float = 0.995  # EMA decay of the exported weights
+    ema_warmup: int = 500  # steps before EMA starts averaging (until then it copies the weights)
+    val_every: int = 1000  # validate (and maybe write best.pt) every N steps (0 = never)
+    val_crops: int = 8  # validation crops (fixed, one per val pair in turn)
+    val_size: int = 128  # side of a validation crop in HRMS pixels
+    val_steps: int = 1  # sampling steps used for validation
+    ckpt_every: int = 500  # write last.pt every N steps (and at the end / on SIGINT, SIGTERM)
+    seed: int = 0  # seeds numpy (crops), torch (noise, t, init) and python RNGs
+    out_dir: str = "runs/default"  # checkpoints and logs go here
+    threads: int = 0  # torch intra-op threads (0 = leave torch's default)
+
+    def check(self) -> list[tuple[str, str]]:
+        out = []
+        for name in ("patch", "batch", "iterations", "val_crops", "val_size", "val_steps"):
+            if getattr(self, name) < 1:
+                out.append((name, "must be >= 1"))
+        for name in ("warmup", "lr_decay_every", "ema_warmup", "val_every", "ckpt_every", "threads", "seed"):
+            if getattr(self, name) < 0:
+                out.append((name, "must be >= 0"))
+        if self.lr <= 0:
+            out.append(("lr", "must be > 0"))
+        if self.weight_decay < 0 or self.grad_clip < 0:
+            out.append(("weight_decay" if self.weight_decay < 0 else "grad_clip", "must be >= 0"))
+        if not 0.0 < self.lr_decay_factor <= 1.0:
+            out.append(("lr_decay_factor", "must be in (0, 1]"))
+        if not 0.0 <= self.ema_decay < 1.0:
+            out.append(("ema_decay", "must be in [0, 1)"))
+        return out
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything a training run (and a checkpoint) needs."""
+
+    model: UNetConfig = field(default_factory=UNetConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self, path: str | None = None) -> "ExperimentConfig":
+        problems = [(f"model.{k}", m) for k, m in self.model.check()]
+        problems += [(f"diffusion.{k}", m) for k, m in self.diffusion.check()]
+        problems += [(f"train.{k}", m) for k, m in self.train.check()]
+        if self.model.bands != self.train.family.bands:
+            problems.append(("model.bands", f"{self.model.bands} disagrees with train.family "
+                                            f"{self.train.family.value!r} ({self.train.family.bands} bands)"))
+        for key in ("patch", "val_size"):
+            if getattr(self.train, key) % self.model.size_multiple:
+                problems.append((f"train.{key}", f"must be a multiple of size_multiple {self.model.size_multiple}"))
+        if self.train.val_steps > self.diffusion.timesteps:
+            problems.append(("train.val_steps", f"must be <= diffusion.timesteps {self.diffusion.timesteps}"))
+        if problems:
+            key, msg = problems[0]
+            more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+            raise ConfigError(f"{key}: {msg}{more}", path)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (enums as their values, tuples as lists): TOML-, JSON- and torch.load-safe."""
+        def plain(v: Any) -> Any:
+            if isinstance(v, enum.Enum):
+                return v.value
+            if isinstance(v, (tuple, list)):
+                return [plain(x) for x in v]
+            if isinstance(v, dict):
+                return {k: plain(x) for k, x in v.items()}
+            return v
+        return plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], path: str | None = None) -> "ExperimentConfig":
+        """Parse the ``to_dict`` / TOML form; ``[model] preset = "small"`` picks a preset to override."""
+        unknown = set(d) - {"model", "diffusion", "train"}
+        if unknown:
+            raise ConfigError(f"unknown section(s) {sorted(unknown)}", path)
+        train = _build(TrainConfig(), d.get("train", {}), "train", path)
+        model_d = dict(d.get("model", {}))
+        preset = model_d.pop("preset", "reference")
+        if preset not in UNET_PRESETS:
+            raise ConfigError(f"model.preset: unknown preset {preset!r} (one of {sorted(UNET_PRESETS)})", path)
+        base = dataclasses.replace(UNET_PRESETS[preset], bands=train.family.bands)
+        model = _build(base, model_d, "model", path)
+        diffusion = _build(DiffusionConfig(), d.get("diffusion", {}), "diffusion", path)
+        return cls(model=model, diffusion=diffusion, train=train).validate(path)
+
+
+def _build(base: Any, values: Mapping[str, Any], section: str, path: str | None) -> Any:
+    """``base`` with ``values`` replaced, each coerced to its field's annotated type or a ConfigError."""
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{section}: must be a table", path)
+    hints = typing.get_type_hints(type(base))
+    names = {f.name for f in fields(base)}
+    kw = {}
+    for key, value in values.items():
+        if key not in names:
+            raise ConfigError(f"{section}.{key}: unknown key (known: {', '.join(sorted(names))})", path)
+        try:
+            kw[key] = _coerce(value, hints[key])
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"{section}.{key}: {e}", path) from None
+    return dataclasses.replace(base, **kw)
+
+
+def _coerce(value: Any, tp: Any) -> Any:
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return tp(value)
+    if typing.get_origin(tp) is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f"expected a list, got {value!r}")
+        return tuple(_coerce(v, typing.get_args(tp)[0]) for v in value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise TypeError(f"expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise TypeError(f"expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported field type {tp}")  # pragma: no cover - all field types are listed above
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read and validate a TOML experiment file."""
+    p = str(path)
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError("config file not found", p) from None
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"cannot read config ({e})", p) from None
+    return ExperimentConfig.from_dict(data, p)
