@@ -51,7 +51,7 @@ def canonical_sensor(sensor: str) -> str | None:
 
 
 def ms_gains(sensor: str, nbands: int) -> np.ndarray:
-    """Nyquist gains of the first ``nbands`` canonical bands; 0.3 for unknown sensors or extra bands.  # (nbands,)"""
+    """(nbands,) Nyquist gains of the first canonical bands; 0.3 for unknown sensors or bands past the table."""
     table = _MS_GAINS.get(canonical_sensor(sensor) or "", ())
     gains = np.full(nbands, DEFAULT_MS_GAIN)
     n = min(nbands, len(table))
@@ -87,7 +87,7 @@ def gaussian_fir(sigma: float, size: int = 41) -> np.ndarray:
 
 
 def mtf_kernel(gnyq: float, ratio: int, size: int = 41) -> np.ndarray:
-    """MTF-matched kernel: Gaussian response equal to ``gnyq`` at the MS Nyquist frequency (f_cut = 1/ratio).  # (size, size)"""
+    """(size, size) kernel whose Gaussian response is ``gnyq`` at the MS Nyquist frequency (f_cut = 1/ratio)."""
     if not 0.0 < gnyq < 1.0:
         raise ValueError(f"Nyquist gain must be in (0, 1), got {gnyq}")
     if ratio < 1:

@@ -24,7 +24,7 @@ CDF23 = np.concatenate([_CDF23_HALF[:0:-1], _CDF23_HALF])  # (23,) symmetric
 
 
 def _float(img: np.ndarray) -> np.ndarray:
-    """Float copy-free view for float inputs, float64 for integers (DN rasters are often uint)."""
+    """Float inputs as they are (no copy), integers as float64 (DN rasters are often uint)."""
     return img if np.issubdtype(img.dtype, np.floating) else img.astype(np.float64)
 
 
@@ -42,12 +42,13 @@ def interp23tap(img: np.ndarray, ratio: int) -> np.ndarray:
     if not _is_power_of_two(ratio):
         raise ValueError(f"interp23tap needs a power-of-two ratio, got {ratio}")
     out = _float(img)
+    taps = CDF23.astype(out.dtype)
     for step in range(int(ratio).bit_length() - 1):
         up = np.zeros((2 * out.shape[0], 2 * out.shape[1]) + out.shape[2:], dtype=out.dtype)
         phase = 1 if step == 0 else 0
         up[phase::2, phase::2] = out
-        up = correlate1d(up, CDF23.astype(out.dtype), axis=0, mode="wrap")
-        out = correlate1d(up, CDF23.astype(out.dtype), axis=1, mode="wrap")
+        up = correlate1d(up, taps, axis=0, mode="wrap")
+        out = correlate1d(up, taps, axis=1, mode="wrap")
     return out
 
 

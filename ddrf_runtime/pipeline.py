@@ -1,0 +1,175 @@
+"""In-memory fusion: per-tile conditioning, batched DDIM sampling over tiles, blending into the scene.
+
+``condition_tile`` and ``fuse_tiles`` are the building blocks a windowed (GeoTIFF) orchestrator reuses:
+it reads each tile's ``tile.ms`` and ``tile.read`` windows, fuses them, and blends with ``TileGrid.blend``.
+``fuse_arrays`` does the same for arrays already in memory.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from .errors import ConfigError, InputError
+from .model_spec import ModelSpec
+from .resample import upsample
+from .sampler import sample_ddim
+from .schedule import ddim_timesteps
+from .session import Denoiser
+from .tiling import Tile, TileGrid, pad_symmetric, tile_noise
+from .wavelets import wavelet_condition
+
+# MS pixels of context read around every tile: more than the reach of the 23-tap interpolator (at most
+# 11 MS pixels for ratios 2-8; Keys cubic reaches 2), so a tile's lms equals that of the whole scene.
+UPSAMPLE_HALO = 12
+
+
+@dataclass(frozen=True)
+class FuseOptions:
+    steps: int | None = None  # DDIM steps (network evaluations per tile); None → the model's default_steps
+    tile: int = 512  # tile side, PAN pixels; a multiple of lcm(model size_multiple, ratio); bounds memory/attention
+    overlap: int = 64  # minimum overlap of neighbouring tiles, PAN pixels (multiple of the ratio); blended smoothly
+    batch: int = 4  # tiles per network call (memory grows with batch × tile²)
+    seed: int = 0  # scene noise seed: a tile's noise depends only on it and the tile's position
+    bit_depth: int | None = None  # inputs' full scale is 2**bit_depth − 1; None → uint8: 8, else the model default
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.steps is None or self.steps >= 1, f"steps must be >= 1, got {self.steps}"),
+            (self.tile >= 1, f"tile must be >= 1, got {self.tile}"),
+            (self.overlap >= 0, f"overlap must be >= 0, got {self.overlap}"),
+            (self.batch >= 1, f"batch must be >= 1, got {self.batch}"),
+            (self.seed >= 0, f"seed must be >= 0, got {self.seed}"),
+            (self.bit_depth is None or 1 <= self.bit_depth <= 32, f"bit_depth must be in 1..32, got {self.bit_depth}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    def num_steps(self, spec: ModelSpec) -> int:
+        steps = spec.default_steps if self.steps is None else self.steps
+        if steps > spec.timesteps:
+            raise ConfigError(f"steps {steps} exceeds the model's {spec.timesteps} training timesteps")
+        return steps
+
+
+def make_grid(spec: ModelSpec, options: FuseOptions, height: int, width: int) -> TileGrid:
+    """The tiling of a height × width (PAN pixels) scene for this model and these options."""
+    return TileGrid(height, width, options.tile, options.overlap, spec.size_multiple, spec.ratio, UPSAMPLE_HALO)
+
+
+def full_scale(bit_depth: int) -> float:
+    return float(2**bit_depth - 1)
+
+
+def condition_tile(grid: TileGrid, tile: Tile, ms_read: np.ndarray, pan_read: np.ndarray, scale: float) -> np.ndarray:
+    """One tile's network condition cat[lms_n, guide_n]: (C + k, tile rows, tile cols) float32.
+
+    ``ms_read`` (tile.ms rows, cols, C) and ``pan_read`` (tile.read rows, cols[, k]) are DN. The MS window is
+    normalised, mirrored where the halo was clipped, upsampled, and the halo cropped away.
+    """
+    th, tw = tile.window.height, tile.window.width
+    want_ms, want_pan = (tile.ms.height, tile.ms.width), (tile.read.height, tile.read.width)
+    if ms_read.shape[:2] != want_ms or pan_read.shape[:2] != want_pan:
+        raise InputError(f"tile {tile.index}: got ms {ms_read.shape[:2]} and pan {pan_read.shape[:2]} pixels, "
+                         f"expected {want_ms} and {want_pan}")
+    ms = pad_symmetric(ms_read.astype(np.float32) / np.float32(scale), tile.ms_pad)  # (mh, mw, C)
+    off = grid.halo * grid.ratio  # the tile's first row/column inside the upsampled window
+    lms = upsample(ms, grid.ratio)[off:off + th, off:off + tw]  # (th, tw, C)
+    guide = pad_symmetric(pan_read.astype(np.float32) / np.float32(scale), tile.pan_pad)  # (th, tw[, k])
+    guide = guide.reshape(th, tw, -1)
+    cond = np.concatenate([lms, guide], axis=2)  # (th, tw, C+k)
+    return np.ascontiguousarray(cond.transpose(2, 0, 1), np.float32)  # (C+k, th, tw)
+
+
+def fuse_tiles(grid: TileGrid, tiles: Sequence[Tile], ms_reads: Sequence[np.ndarray], pan_reads: Sequence[np.ndarray],
+               denoiser: Denoiser, options: FuseOptions, *, scale: float, progress: tqdm | None = None) -> np.ndarray:
+    """Fuse tiles ``options.batch`` at a time: (n, tile rows, tile cols, C) float32 DN in [0, scale].
+
+    ``ms_reads[i]``/``pan_reads[i]`` are the DN pixels of ``tiles[i].ms``/``tiles[i].read``. Each tile's
+    starting noise comes from ``tile_noise(options.seed, row, col)``, so results do not depend on batching.
+    ``progress`` (a tqdm bar) advances by one per tile and step.
+    """
+    spec = denoiser.spec
+    timesteps = ddim_timesteps(spec.timesteps, options.num_steps(spec))
+    alphas = spec.alphas_cumprod()
+    c = spec.num_bands
+    th, tw = grid.tile_shape
+    out = np.empty((len(tiles), th, tw, c), np.float32)  # (n, th, tw, C)
+    for b0 in range(0, len(tiles), options.batch):
+        group = range(b0, min(b0 + options.batch, len(tiles)))
+        cond = np.stack([condition_tile(grid, tiles[i], ms_reads[i], pan_reads[i], scale) for i in group])
+        lms_n = cond[:, :c]  # (B, C, th, tw) view
+        wav = wavelet_condition(lms_n, cond[:, c:])  # (B, C+3k, th/2, tw/2)
+        x_t = np.stack([tile_noise(options.seed, tiles[i].window.row, tiles[i].window.col, (c, th, tw))
+                        for i in group])  # (B, C, th, tw)
+        advance = None if progress is None else (lambda *_: progress.update(len(group)))  # per network call
+        x0 = sample_ddim(denoiser.conditioned(cond, wav), x_t, timesteps, alphas, callback=advance)
+        fused = spec.target.decode(x0, lms_n) * np.float32(scale)  # (B, C, th, tw)
+        out[b0:b0 + len(group)] = np.clip(fused, 0.0, scale).transpose(0, 2, 3, 1)
+    return out
+
+
+def _check_arrays(ms: np.ndarray, pan: np.ndarray, spec: ModelSpec) -> None:
+    """Every way user arrays can disagree with the model becomes an InputError that says what to do."""
+    for name, a in (("ms", ms), ("pan", pan)):
+        if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+            raise InputError(f"{name} must hold integer or float numbers, got dtype {a.dtype}")
+        if a.size == 0:
+            raise InputError(f"{name} is empty (shape {a.shape})")
+    if ms.ndim != 3:
+        raise InputError(f"ms must be rows × cols × bands, got shape {ms.shape}")
+    if ms.shape[2] != spec.num_bands:
+        raise InputError(f"ms has {ms.shape[2]} bands but the model fuses {spec.num_bands} "
+                         f"({', '.join(spec.bands)}); pass exactly those bands, in that order")
+    k = spec.guide_bands
+    if not (pan.ndim == 3 and pan.shape[2] == k or pan.ndim == 2 and k == 1):
+        want = "rows × cols" + ("" if k == 1 else f" × {k}")
+        raise InputError(f"pan must be {want} (the model's guide has {k} band(s)), got shape {pan.shape}")
+    h, w = ms.shape[:2]
+    if pan.shape[:2] != (spec.ratio * h, spec.ratio * w):
+        raise InputError(f"pan is {pan.shape[0]}×{pan.shape[1]} but the model's ratio {spec.ratio} needs "
+                         f"{spec.ratio * h}×{spec.ratio * w} for an ms of {h}×{w}")
+    for name, a in (("ms", ms), ("pan", pan)):
+        if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
+            raise InputError(f"{name} contains NaN or infinite values; fill or mask no-data pixels first")
+
+
+def resolve_bit_depth(options: FuseOptions, spec: ModelSpec, ms: np.ndarray, pan: np.ndarray) -> int:
+    """The inputs' bit depth (options, else uint8 → 8, else the model's default), checked against the data."""
+    if options.bit_depth is not None:
+        bits = options.bit_depth
+    else:
+        bits = 8 if ms.dtype == np.uint8 and pan.dtype == np.uint8 else spec.default_bit_depth
+    peak = max(float(ms.max()), float(pan.max()))
+    if peak > full_scale(bits):
+        raise InputError(f"values up to {peak:g} exceed the {bits}-bit full scale {full_scale(bits):g}; "
+                         "set bit_depth to the sensor's real bit depth")
+    return bits
+
+
+def fuse_arrays(ms: np.ndarray, pan: np.ndarray, model: Denoiser | str | os.PathLike,
+                options: FuseOptions = FuseOptions(), progress: bool = False) -> np.ndarray:
+    """Fuse a whole in-memory scene: ms (h, w, C) and pan (rh, rw[, k]) in DN → (rh, rw, C) float32 DN.
+
+    ``model`` is a loaded Denoiser or the path of an exported ``.onnx`` (loaded with device 'auto').
+    """
+    ms, pan = np.asarray(ms), np.asarray(pan)
+    denoiser = model if isinstance(model, Denoiser) else Denoiser(model)
+    spec = denoiser.spec
+    _check_arrays(ms, pan, spec)
+    scale = full_scale(resolve_bit_depth(options, spec, ms, pan))
+    grid = make_grid(spec, options, pan.shape[0], pan.shape[1])
+    out = np.zeros(pan.shape[:2] + (spec.num_bands,), np.float32)  # (rh, rw, C) weighted sum of tiles
+    tiles = grid.tiles
+    with tqdm(total=len(tiles) * options.num_steps(spec), disable=not progress, unit="tile-step") as bar:
+        for b0 in range(0, len(tiles), options.batch):  # one batch at a time bounds the memory held
+            group = tiles[b0:b0 + options.batch]
+            fused = fuse_tiles(grid, group, [ms[t.ms.slices] for t in group], [pan[t.read.slices] for t in group],
+                               denoiser, options, scale=scale, progress=bar)
+            for tile, values in zip(group, fused):
+                grid.blend(out, tile, values)
+    return out

@@ -1,0 +1,149 @@
+"""A small ONNX Runtime wrapper around an exported ddrf denoiser: metadata, device choice, dtype handling.
+
+The ``.onnx`` file is the whole artifact: its ``metadata_props["ddrf"]`` (a ModelSpec) says what the
+network expects. Inputs are fed by name and cast to the dtypes the graph declares, so fp32 and fp16
+exports (with fp32 or fp16 I/O) run through the same code.
+"""
+from __future__ import annotations
+
+import enum
+import logging
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnxruntime as ort
+
+from .errors import ConfigError, DeviceError, ModelError
+from .model_spec import METADATA_KEY, ModelSpec, Objective
+
+log = logging.getLogger(__name__)
+
+CUDA_EP = "CUDAExecutionProvider"
+CPU_EP = "CPUExecutionProvider"
+INPUT_NAMES = ("x_t", "t", "cond", "wav")  # the network I/O contract (docs/ARCHITECTURE.md)
+_NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+                "tensor(int64)": np.int64, "tensor(int32)": np.int32}
+
+# denoise(x_t (B, C, H, W), t) -> x0 (B, C, H, W) float32, for one batch whose conditions are fixed.
+DenoiseFn = Callable[[np.ndarray, int], np.ndarray]
+
+
+class Device(str, enum.Enum):
+    AUTO = "auto"  # CUDA when this ONNX Runtime build has it, else CPU
+    CUDA = "cuda"  # CUDA or fail (never a silent CPU fallback)
+    CPU = "cpu"
+
+
+def _requested_providers(device: Device) -> list[str]:
+    if device is Device.CPU:
+        return [CPU_EP]
+    available = ort.get_available_providers()
+    if CUDA_EP in available:
+        return [CUDA_EP, CPU_EP]
+    if device is Device.CUDA:
+        raise DeviceError(f"device 'cuda' requested, but this ONNX Runtime ({ort.__version__}) has no CUDA "
+                          f"provider (available: {', '.join(available)}); install onnxruntime-gpu")
+    return [CPU_EP]
+
+
+class Denoiser:
+    """An exported ddrf network on one device: ``denoiser(x_t, t, cond, wav) -> x0`` (float32, NCHW)."""
+
+    def __init__(self, path: str | os.PathLike, device: Device | str = Device.AUTO,
+                 intra_op_threads: int | None = None) -> None:
+        self.path = str(path)
+        try:
+            device = Device(device)
+        except ValueError:
+            raise ConfigError(f"device must be one of {[d.value for d in Device]}, got {device!r}") from None
+        if intra_op_threads is not None and intra_op_threads < 1:
+            raise ConfigError(f"intra_op_threads must be >= 1, got {intra_op_threads}")
+        if not Path(path).is_file():
+            raise ModelError("model file not found", self.path)
+        requested = _requested_providers(device)
+        options = ort.SessionOptions()
+        if intra_op_threads is not None:
+            options.intra_op_num_threads = intra_op_threads
+        try:
+            self.session = ort.InferenceSession(self.path, sess_options=options, providers=requested)
+        except Exception as e:  # ORT's own exception types all derive from Exception directly
+            raise ModelError(f"ONNX Runtime cannot load the model ({e})", self.path) from None
+        # ORT drops a provider it cannot load (e.g. missing CUDA libraries) with only a log warning: check.
+        self.providers_used: tuple[str, ...] = tuple(self.session.get_providers())
+        self.on_cuda = self.providers_used[0] == CUDA_EP
+        if requested[0] == CUDA_EP and not self.on_cuda:
+            if device is Device.CUDA:
+                raise DeviceError("device 'cuda' requested, but ONNX Runtime fell back to "
+                                  f"{self.providers_used[0]} (CUDA/cuDNN libraries missing or incompatible?)")
+            log.warning("CUDA provider failed to load; running on CPU")
+        if device is Device.AUTO:
+            log.info("device auto: running on %s", "CUDA" if self.on_cuda else "CPU")
+
+        meta = self.session.get_modelmeta()
+        text = meta.custom_metadata_map.get(METADATA_KEY)
+        if text is None:
+            raise ModelError(f"model has no '{METADATA_KEY}' metadata: not a ddrf export", self.path)
+        self.spec = ModelSpec.from_json(text, self.path)
+        if self.spec.objective is not Objective.X0:
+            raise ModelError(f"the runtime samples x0-predicting models only; this one predicts "
+                             f"{self.spec.objective.value}", self.path)
+        self.versions = {"onnxruntime": ort.__version__, "model_format": str(self.spec.format_version),
+                         "model_opset": str(self.spec.opset), "model_producer": f"{meta.producer_name} {meta.version}"}
+
+        inputs = {i.name: i.type for i in self.session.get_inputs()}
+        missing = [n for n in INPUT_NAMES if n not in inputs]
+        if missing:
+            raise ModelError(f"graph lacks inputs {missing} (has {sorted(inputs)})", self.path)
+        unsupported = {n: inputs[n] for n in INPUT_NAMES if inputs[n] not in _NUMPY_TYPES}
+        if unsupported:
+            raise ModelError(f"unsupported input types {unsupported}", self.path)
+        self._dtypes = {n: np.dtype(_NUMPY_TYPES[inputs[n]]) for n in INPUT_NAMES}
+        self._output = self.session.get_outputs()[0].name
+
+    def _cast(self, name: str, x: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(x, dtype=self._dtypes[name])
+
+    def _times(self, t: int | np.ndarray, batch: int) -> np.ndarray:
+        return np.full(batch, t, dtype=self._dtypes["t"])  # (B,): the original schedule index
+
+    def __call__(self, x_t: np.ndarray, t: int | np.ndarray, cond: np.ndarray, wav: np.ndarray) -> np.ndarray:
+        """One network evaluation: x_t (B, C, H, W), t scalar or (B,), cond (B, C+k, H, W), wav (B, C+3k, H/2, W/2)."""
+        return self.conditioned(cond, wav)(x_t, t)
+
+    def conditioned(self, cond: np.ndarray, wav: np.ndarray) -> DenoiseFn:
+        """``denoise(x_t, t)`` for one batch, as the sampler calls it: cond and wav are converted once.
+
+        On CPU each call is a plain ``run``; on CUDA it goes through IO binding (``_bound``).
+        """
+        cond, wav = self._cast("cond", cond), self._cast("wav", wav)
+        if self.on_cuda:
+            return self._bound(cond, wav, "cuda")
+        batch = cond.shape[0]
+
+        def run(x_t: np.ndarray, t: int) -> np.ndarray:
+            feeds = {"x_t": self._cast("x_t", x_t), "t": self._times(t, batch), "cond": cond, "wav": wav}
+            return self.session.run([self._output], feeds)[0].astype(np.float32, copy=False)
+        return run
+
+    def _bound(self, cond: np.ndarray, wav: np.ndarray, device: str) -> DenoiseFn:
+        """IO binding: cond and wav stay on ``device`` for all steps and one device buffer is reused for x_t.
+
+        The DDIM update runs on the host, so per step only x_t goes up and x0 comes back.
+        """
+        batch = cond.shape[0]
+        binding = self.session.io_binding()
+        binding.bind_ortvalue_input("cond", ort.OrtValue.ortvalue_from_numpy(cond, device, 0))
+        binding.bind_ortvalue_input("wav", ort.OrtValue.ortvalue_from_numpy(wav, device, 0))
+        x_shape = (batch, self.spec.num_bands) + cond.shape[2:]  # (B, C, H, W)
+        x_dev = ort.OrtValue.ortvalue_from_shape_and_type(x_shape, self._dtypes["x_t"].type, device, 0)
+        binding.bind_ortvalue_input("x_t", x_dev)
+        binding.bind_output(self._output, device, 0)
+
+        def run(x_t: np.ndarray, t: int) -> np.ndarray:
+            x_dev.update_inplace(self._cast("x_t", x_t))
+            binding.bind_cpu_input("t", self._times(t, batch))
+            self.session.run_with_iobinding(binding)
+            return binding.copy_outputs_to_cpu()[0].astype(np.float32, copy=False)
+        return run
