@@ -1,0 +1,45 @@
+"""Which network runs the denoising steps: the exported ONNX graph, or (for comparison) the PyTorch checkpoint.
+
+Both present the same small interface — ``.spec`` (ModelSpec) and ``.conditioned(cond, wav) -> denoise(x_t, t)``
+— so tiling, sampling and I/O are shared and a benchmark of the two differs in the network alone. The torch
+backend lives in ``ddrf_train`` and is imported by name only when asked for: the runtime never imports torch.
+"""
+from __future__ import annotations
+
+import enum
+import importlib
+import os
+from typing import Protocol
+
+import numpy as np
+
+from .errors import ConfigError
+from .model_spec import ModelSpec
+from .session import DenoiseFn, Denoiser, Device
+
+TORCH_BACKEND_MODULE = "ddrf_train.backend"  # provides TorchDenoiser(path, device, intra_op_threads)
+
+
+class Backend(str, enum.Enum):
+    ONNX = "onnx"  # ONNX Runtime on the exported .onnx (the product)
+    TORCH = "torch"  # PyTorch eager on a .pt checkpoint (needs the train extra)
+
+
+class DenoiserLike(Protocol):
+    spec: ModelSpec
+    providers_used: tuple[str, ...]
+    versions: dict[str, str]
+
+    def conditioned(self, cond: np.ndarray, wav: np.ndarray) -> DenoiseFn: ...
+
+
+def load_denoiser(path: str | os.PathLike, backend: Backend = Backend.ONNX, device: Device = Device.AUTO,
+                  intra_op_threads: int | None = None) -> DenoiserLike:
+    """Open a model for ``backend``; errors are ModelError/DeviceError/ConfigError naming the file."""
+    if Backend(backend) is Backend.ONNX:
+        return Denoiser(path, device, intra_op_threads)
+    try:
+        module = importlib.import_module(TORCH_BACKEND_MODULE)
+    except ImportError as e:
+        raise ConfigError(f"backend 'torch' needs the training install (pip install '.[train]'): {e}") from None
+    return module.TorchDenoiser(path, device, intra_op_threads)

@@ -1,0 +1,123 @@
+"""``ddrf-run``: fuse a GeoTIFF MS/PAN pair into a pansharpened Cloud-Optimized GeoTIFF.
+
+A thin layer over ``ddrf_runtime.scene.fuse_scene``: parse options into a ``SceneConfig``, turn library errors
+into one line ``ddrf-run: error: <path>: <message>`` (exit 2), unexpected failures into exit 1, Ctrl-C into 130.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+from pathlib import Path
+
+from .backends import Backend
+from .errors import DdrfError, InputError
+from .pipeline import FuseOptions
+from .session import Device
+
+PROG = "ddrf-run"
+# MS file name token → PAN token, tried on the last matching token of the file stem.
+_MS_TOKENS = re.compile(r"(ms|mul|mss|multi|multispectral)", re.IGNORECASE)
+
+EPILOG = """\
+PAN discovery: without --pan, the PAN is looked for next to MS.tif by replacing the last
+'ms'/'mul'/'mss'/'multi' token of its name with 'pan' (ms.tif -> pan.tif, scene_MUL.tif ->
+scene_PAN.tif, x_mss.tif -> x_pan.tif).
+
+Bit depth: --bit-depth, else the NBITS tag of either file, else 8 for uint8, else the smallest
+of 8/10/11/12/14/16 bits holding the data's maximum. Values above full scale are clipped.
+
+Exit status: 0 success, 1 unexpected failure (a bug: rerun with -v), 2 bad input/option, 130 interrupted.
+"""
+
+
+def find_pan(ms_path: Path) -> Path:
+    """The PAN next to ``ms_path`` by the naming convention in EPILOG."""
+    matches = list(_MS_TOKENS.finditer(ms_path.stem))
+    for m in reversed(matches):
+        token = m.group(0)
+        pan_token = "PAN" if token.isupper() else "pan"
+        candidate = ms_path.with_name(ms_path.stem[:m.start()] + pan_token + ms_path.stem[m.end():] + ms_path.suffix)
+        if candidate.exists():
+            return candidate
+    raise InputError("no PAN found next to it by the naming convention (see --help); pass --pan", str(ms_path))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG, description="Pansharpen a multispectral GeoTIFF with its panchromatic band using DDRF.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("ms", type=Path, metavar="MS.tif", help="low-resolution multispectral GeoTIFF")
+    p.add_argument("--pan", type=Path, help="panchromatic (guide) GeoTIFF; default: found next to MS.tif")
+    p.add_argument("-o", "--output", type=Path, help="output COG (default: <MS stem>_ddrf.tif next to MS.tif)")
+    p.add_argument("--model", help="exported .onnx (or .pt with --backend torch); default: bundled model")
+    p.add_argument("--backend", choices=[b.value for b in Backend], default="onnx",
+                   help="network runtime: onnx (default) or torch (needs the train install)")
+    p.add_argument("--device", choices=[d.value for d in Device], default="auto", help="auto | cuda | cpu")
+    p.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
+    p.add_argument("--tile", type=int, default=FuseOptions.tile, help="tile side in PAN pixels (default %(default)s)")
+    p.add_argument("--overlap", type=int, default=FuseOptions.overlap, help="tile overlap (default %(default)s)")
+    p.add_argument("--batch", type=int, default=FuseOptions.batch, help="tiles per network call (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    p.add_argument("--bit-depth", type=int, help="input bit depth (full scale 2^b-1); default: inferred")
+    p.add_argument("--threads", type=int, help="intra-op threads for the network")
+    p.add_argument("--quicklook", type=Path, metavar="PNG", help="write an MS | PAN | fused preview")
+    p.add_argument("--report", type=Path, metavar="JSON", help="write timings, providers and metrics")
+    p.add_argument("--metrics", action="store_true", help="full-resolution D_lambda / D_s / HQNR in the report")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    p.add_argument("-v", "--verbose", action="store_true", help="log details; tracebacks on failure")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
+                        format=f"{PROG}: %(message)s")
+    if not args.verbose:  # GDAL's TIFF-tag chatter is not the user's problem
+        logging.getLogger("rasterio").setLevel(logging.ERROR)
+    try:
+        from .scene import SceneConfig, fuse_scene  # rasterio import errors are reported like the rest
+        pan = args.pan or find_pan(args.ms)
+        out = args.output or args.ms.with_name(f"{args.ms.stem}_ddrf.tif")
+        options = FuseOptions(steps=args.steps, tile=args.tile, overlap=args.overlap, batch=args.batch,
+                              seed=args.seed, bit_depth=args.bit_depth)
+        config = SceneConfig(model=args.model, backend=Backend(args.backend), device=Device(args.device),
+                             fuse=options, threads=args.threads, overwrite=args.overwrite,
+                             quicklook=str(args.quicklook) if args.quicklook else None,
+                             report=str(args.report) if args.report else None, metrics=args.metrics)
+        report = fuse_scene(args.ms, pan, out, config, progress=not args.quiet)
+    except DdrfError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        if args.verbose:
+            raise
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; no output written", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug: one line unless -v
+        print(f"{PROG}: unexpected error: {type(e).__name__}: {e} (rerun with -v for the traceback)",
+              file=sys.stderr)
+        if args.verbose:
+            raise
+        return 1
+    if not args.quiet:
+        _summary(report)
+    return 0
+
+
+def _summary(report: dict) -> None:
+    t = report["timings_s"]
+    print(f"{PROG}: wrote {report['output']} ({report['size'][0]}×{report['size'][1]}, {len(report['bands'])} bands, "
+          f"{report['steps']} step(s), {report['tiles']} tiles, {report['providers'][0]}) in {t['total']:.1f} s")
+    for key in ("quicklook",):
+        if key in report:
+            print(f"{PROG}: {key}: {report[key]}")
+    if "metrics" in report:
+        print(f"{PROG}: metrics: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                                                for k, v in report["metrics"].items()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
