@@ -1,0 +1,361 @@
+"""Readers for every real MS/PAN source, Wald-protocol pairs and the fixed train/val/test splits.
+
+Every source is described by a small ``_Source`` record; one generic reader turns it into a ``Scene``:
+MS (h×w×C) and PAN (ratio·h × ratio·w) in float32 digital numbers, bands reordered to the CANONICAL
+order (B, G, R, NIR, then the sensor's other bands in native order) so that a 4-band model can use the
+first four bands of any scene.
+
+Decisions, with the evidence behind them
+----------------------------------------
+* Osman (``geotiff/osman_4band_r4``): band order **B, G, R, NIR** although the TIFF colour
+  interpretation says R, G, B. Evidence: (1) haze raises the dark floor most in the shortest band:
+  1st-percentile DNs are 326, 346, 151, 160 (WV2 shows the same fall from blue to red: 145, 136, 61);
+  (2) the coefficient of variation rises 0.19, 0.27, 0.35 over bands 0..2 as it does from blue to red;
+  (3) regressing the 4×4-averaged PAN on the bands gives weights .02, .30, .52, .16: a VHR PAN
+  (≈450–800 nm) cannot ignore red; (4) (b3−b2)/(b3+b2) is positive for 99 % of pixels (NDVI-like),
+  (b3−b0)/(b3+b0) is negative for most; (5) as a (b2, b1, b0) composite the scene looks natural
+  (brown soil, blue steel roofs); the other way round the soil turns blue-grey.
+  The PAN geotransform has 0.498 m × 0.5006 m pixels instead of 0.5 × 0.5025: both grids share
+  their centre, so the PAN is taken as the exact 4× grid; cross-correlation confirms ≤ ±1.5 PAN
+  pixels of residual misregistration at the left/right edges (−1 / +1 best shift), none at the centre.
+  The PAN is not resampled: interpolation would blur the detail source.
+* CristianICS (``geotiff/cristianics_8band_r4``): WorldView-3 band order (Coastal, B, G, Y, R,
+  RedEdge, NIR1, NIR2). Evidence: 1.2 m / 0.3 m GSD is the WV3 resampled product, and the band
+  correlations fall off with wavelength distance (bands 0..4 ≥ 0.94 among themselves, band 5 ≈ 0.9,
+  bands 6/7 correlate 0.98 with each other and ≤ 0.79 with the visible). The sensor is not stated,
+  so it is "unknown" (MTF gains 0.3 / 0.15, close to WV3's). Values are float radiance
+  (max 118.2): bit depth 7 (full scale 127) is the smallest 2**L − 1 above them. The PAN window starts at
+  PAN row 2, column 2: the geotransform says (1, 2), but the 4×4-averaged PAN correlates best with the
+  MS at (2, 2) (0.981 vs 0.974) on both halves of the scene, and the data decide co-registration.
+  MS 143×144 keeps all pixels (PAN rows 2..573, columns 2..577).
+* Landsat-8 (``geotiff/landsat8_sattestdata``): B2..B5 are B, G, R, NIR; B8 is the PAN. The PAN grid
+  is shifted by half a PAN pixel (7.5 m, standard L1); PAN[0:2h, 0:2w] and PAN[1:2h+1, 1:2w+1] are
+  equally good (correlation on cloud-free pixels is symmetric between the two), the first keeps all
+  627 MS columns. Raw 16-bit DNs, bit depth 16. The scene is cloudy; cloud parallax moves clouds
+  between PAN and MS by up to 3 PAN pixels.
+* FuseBox Landsat-7: native R, G, B, NIR, SWIR1, SWIR2 (the FuseBox README swapped bands 1 and 3).
+* WV3_example holds only the 32×32 MS that Z-PNN ships (already a low-resolution product): it is a
+  full-resolution-only scene.
+
+Splits (``SPLITS``)
+-------------------
+Splits are by scene, path/row or MS column strip, and a region is cropped BEFORE any filtering, so no
+test pixel reaches a training pair, not even through a 41-tap filter's support. FuseBox scenes of one
+WRS-2 path/row overlap on the ground, so whole path/rows go to one split. Column strips are multiples
+of 32 MS pixels, which keeps full-resolution metrics (32×32 blocks on the PAN grid) exact.
+
+* ``4band`` (ratio 4, first four canonical bands):
+  train = FuseBox P034R032, P090R083, P093R085, P093R086; Landsat-8 (whole); GE1, WV2 columns 0..191;
+  Osman columns 0..135. val = FuseBox P091R083. test = FuseBox P092R086; GE1, WV2 columns 192..319;
+  Osman columns 136..199. test_full = the same GE1 / WV2 / Osman held-out strips at full resolution plus
+  WV3_example (a sensor absent from training). The whole Osman scene is the CLI demo, but columns
+  0..135 are training targets, so its full-resolution numbers are not a held-out test.
+* ``8band`` (ratio 4, all eight bands): train = WV2 columns 0..191, CristianICS; no val (too little
+  8-band data to spare); test = WV2 columns 192..319; test_full = WV2 columns 192..319, WV3_example.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping, NamedTuple
+
+import numpy as np
+import rasterio
+import scipy.io
+
+from .datapaths import data_root
+from .errors import ConfigError, InputError
+from .mtf import ms_gains, mtf_lowpass, pan_gain
+from .resample import decimate, upsample
+
+CANONICAL_FIRST = ("B", "G", "R", "NIR")
+_WV_NATIVE = ("Coastal", "B", "G", "Yellow", "R", "RedEdge", "NIR", "NIR2")
+_L7_NATIVE = ("R", "G", "B", "NIR", "SWIR1", "SWIR2")
+
+# FuseBox scene numbers per WRS-2 path/row (``locations.txt`` line N is scene N; a test checks this).
+FUSEBOX_PATH_ROWS: Mapping[str, range] = MappingProxyType({
+    "P034R032": range(1, 7),
+    "P090R083": range(7, 13),
+    "P091R083": range(13, 19),
+    "P092R086": range(19, 25),
+    "P093R085": range(25, 32),
+    "P093R086": range(32, 40),
+})
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where one scene lives and what it is; files are relative to the data root.
+
+    A file spec is ``path.mat:variable`` or ``path.tif`` (all bands). Several MS files are stacked in order.
+    ``pan_offset`` is the PAN (row, column) of the MS pixel (0, 0)'s top-left corner.
+    """
+
+    sensor: str
+    bit_depth: int
+    native_bands: tuple[str, ...]
+    ratio: int
+    georeferenced: bool
+    ms_files: tuple[str, ...]
+    pan_file: str
+    pan_offset: tuple[int, int] = (0, 0)
+
+
+def _fusebox(n: int) -> _Source:
+    d = "mat/fusebox_landsat7/cropped"
+    return _Source("L7", 8, _L7_NATIVE, 2, False, (f"{d}/{n}_ms.mat:cropped_im",), f"{d}/{n}_pan.mat:cropped_gray")
+
+
+_L8 = "geotiff/landsat8_sattestdata/l8_B"
+_SOURCES: Mapping[str, _Source] = MappingProxyType({
+    "ge1": _Source(
+        "GE1", 8, CANONICAL_FIRST, 4, False, ("mat/grip_pnn/imgGE1.mat:I_MS",), "mat/grip_pnn/imgGE1.mat:I_PAN",
+    ),
+    "wv2": _Source("WV2", 11, _WV_NATIVE, 4, False, ("mat/grip_pnn/imgWV2.mat:I_MS",), "mat/grip_pnn/imgWV2.mat:I_PAN"),
+    "wv3_example": _Source(
+        "WV3", 11, _WV_NATIVE, 4, False,
+        ("mat/grip_zpnn/WV3_example.mat:I_MS_LR",), "mat/grip_zpnn/WV3_example.mat:I_PAN",
+    ),
+    **{f"fusebox_{n}": _fusebox(n) for n in range(1, 40)},
+    "osman": _Source(
+        "unknown", 11, CANONICAL_FIRST, 4, True, ("geotiff/osman_4band_r4/ms.tif",), "geotiff/osman_4band_r4/pan.tif",
+    ),
+    "cristianics": _Source(
+        "unknown", 7, _WV_NATIVE, 4, True,
+        ("geotiff/cristianics_8band_r4/mul.tif",), "geotiff/cristianics_8band_r4/pan.tif", (2, 2),
+    ),
+    "landsat8": _Source(
+        "L8", 16, CANONICAL_FIRST, 2, True, tuple(f"{_L8}{b}.tif" for b in (2, 3, 4, 5)), f"{_L8}8.tif",
+    ),
+})
+
+
+@dataclass(frozen=True, eq=False)
+class Scene:
+    """One real MS/PAN pair at its native resolution, canonical band order, float32 DN (read-only arrays)."""
+
+    name: str
+    sensor: str
+    bit_depth: int
+    bands: tuple[str, ...]
+    ratio: int
+    georeferenced: bool
+    ms: np.ndarray  # (h, w, C)
+    pan: np.ndarray  # (ratio·h, ratio·w)
+
+    @property
+    def full_scale(self) -> int:
+        return 2**self.bit_depth - 1
+
+
+@dataclass(frozen=True, eq=False)
+class Pair:
+    """A Wald-protocol (reduced-resolution) sample: fuse (ms_lr, pan) and compare with gt."""
+
+    name: str
+    sensor: str
+    bit_depth: int
+    bands: tuple[str, ...]
+    ratio: int
+    lms: np.ndarray  # (H, W, C): ms_lr upsampled to the PAN grid
+    pan: np.ndarray  # (H, W)
+    gt: np.ndarray  # (H, W, C): the original MS
+    ms_lr: np.ndarray  # (H/ratio, W/ratio, C)
+
+    @property
+    def full_scale(self) -> int:
+        return 2**self.bit_depth - 1
+
+
+@dataclass(frozen=True, eq=False)
+class FullRes:
+    """A full-resolution sample (no reference): fuse (ms, pan), judge with D_λ / D_s / HQNR."""
+
+    name: str
+    sensor: str
+    bit_depth: int
+    bands: tuple[str, ...]
+    ratio: int
+    ms: np.ndarray  # (h, w, C)
+    lms: np.ndarray  # (H, W, C)
+    pan: np.ndarray  # (H, W)
+
+    @property
+    def full_scale(self) -> int:
+        return 2**self.bit_depth - 1
+
+
+class Region(NamedTuple):
+    """A crop of one scene in MS pixels: half-open (start, stop) ranges, None = the whole extent."""
+
+    scene: str
+    cols: tuple[int, int] | None = None
+    rows: tuple[int, int] | None = None
+
+    @property
+    def label(self) -> str:
+        parts = [f"{axis}{r[0]}:{r[1]}" for axis, r in (("r", self.rows), ("c", self.cols)) if r is not None]
+        return f"{self.scene}[{','.join(parts)}]" if parts else self.scene
+
+
+def scene_names() -> list[str]:
+    """Every scene ``load_scene`` knows, whether or not its files are present."""
+    return list(_SOURCES)
+
+
+def canonical_order(native: tuple[str, ...]) -> tuple[int, ...]:
+    """Indices that put B, G, R, NIR first and keep the other bands in native order."""
+    missing = [b for b in CANONICAL_FIRST if b not in native]
+    if missing:
+        raise ValueError(f"bands {missing} absent from {native}")
+    first = tuple(native.index(b) for b in CANONICAL_FIRST)
+    return first + tuple(i for i in range(len(native)) if i not in first)
+
+
+def _read_file(spec: str, root: Path) -> tuple[np.ndarray, float | None]:
+    """One file spec → (H×W×C array, nodata value or None)."""
+    rel, _, var = spec.partition(":")
+    path = root / rel
+    if not path.is_file():
+        raise InputError("data file missing (see PROVENANCE.md)", str(path))
+    if var:
+        arr = scipy.io.loadmat(path, variable_names=[var]).get(var)
+        if arr is None:
+            raise InputError(f"variable {var!r} not in file", str(path))
+        return (arr[..., None] if arr.ndim == 2 else arr), None
+    with rasterio.open(path) as src:
+        return np.moveaxis(src.read(), 0, -1), src.nodata
+
+
+@functools.lru_cache(maxsize=None)
+def load_scene(name: str) -> Scene:
+    """Read a scene (cached: the arrays are shared, hence read-only)."""
+    src = _SOURCES.get(name)
+    if src is None:
+        raise ConfigError(f"unknown scene {name!r}; known: {', '.join(scene_names())}")
+    root = data_root()
+    parts = [_read_file(f, root) for f in (*src.ms_files, src.pan_file)]
+    nodata = {v for _, v in parts if v is not None}
+    ms = np.concatenate([a for a, _ in parts[:-1]], axis=-1)
+    pan = parts[-1][0][..., 0]
+    if ms.shape[-1] != len(src.native_bands):
+        raise InputError(f"expected {len(src.native_bands)} MS bands, found {ms.shape[-1]}",
+                         str(root / src.ms_files[0].partition(":")[0]))
+    r, (oy, ox) = src.ratio, src.pan_offset
+    h = min(ms.shape[0], (pan.shape[0] - oy) // r)
+    w = min(ms.shape[1], (pan.shape[1] - ox) // r)
+    order = canonical_order(src.native_bands)
+    ms = ms[:h, :w][..., list(order)].astype(np.float32)
+    pan = pan[oy:oy + r * h, ox:ox + r * w].astype(np.float32)
+    if any(np.any(a == v) for v in nodata for a in (ms, pan)):  # holes would teach the model false edges
+        raise InputError("nodata pixels inside the co-registered window", str(root / src.pan_file))
+    ms.setflags(write=False)
+    pan.setflags(write=False)
+    bands = tuple(src.native_bands[i] for i in order)
+    return Scene(name, src.sensor, src.bit_depth, bands, r, src.georeferenced, ms, pan)
+
+
+def _crop(scene: Scene | str, region: Region | None, bands: int | None, multiple: int) -> Scene:
+    """Region crop (MS pixels), first ``bands`` canonical bands, sides trimmed to a multiple of ``multiple``."""
+    s = load_scene(scene) if isinstance(scene, str) else scene
+    if region is not None and region.scene != s.name:
+        raise ConfigError(f"region {region.label} does not belong to scene {s.name}")
+    nb = s.ms.shape[-1] if bands is None else bands
+    if not 1 <= nb <= s.ms.shape[-1]:
+        raise ConfigError(f"scene {s.name} has {s.ms.shape[-1]} bands, asked for {bands}")
+    h, w = s.ms.shape[:2]
+    r0, r1 = region.rows if region is not None and region.rows is not None else (0, h)
+    c0, c1 = region.cols if region is not None and region.cols is not None else (0, w)
+    r1 = r0 + (min(r1, h) - r0) // multiple * multiple
+    c1 = c0 + (min(c1, w) - c0) // multiple * multiple
+    if not (0 <= r0 < r1 and 0 <= c0 < c1):
+        raise ConfigError(f"region {region} of {s.name} ({h}×{w} MS pixels) is empty after trimming to ×{multiple}")
+    k = s.ratio
+    return replace(
+        s,
+        name=region.label if region is not None else s.name,
+        bands=s.bands[:nb],
+        ms=s.ms[r0:r1, c0:c1, :nb],
+        pan=s.pan[k * r0:k * r1, k * c0:k * c1],
+    )
+
+
+def reduced_resolution(
+    scene: Scene | str, ratio: int | None = None, region: Region | None = None, bands: int | None = None
+) -> Pair:
+    """Wald-protocol pair: gt = the (cropped) MS, PAN reduced onto the MS grid, MS reduced by ``ratio``.
+
+    Each image is MTF-low-passed and decimated by its own factor: the PAN by the scene's ratio (onto the MS
+    grid), the MS by ``ratio``. At the scene's ratio this is exactly ``resample.wald_degrade``; a multiple
+    of it (Landsat, native 2, used at 4) keeps the PAN ``ratio``× finer than the LR MS, as in 4× sensors.
+    The region is cropped first (no pixel outside it enters a filter) and trimmed to a multiple of ``ratio``.
+    """
+    s0 = load_scene(scene) if isinstance(scene, str) else scene
+    r = ratio or s0.ratio
+    if r % s0.ratio:
+        raise ConfigError(f"ratio {r} is not a multiple of scene {s0.name}'s ratio {s0.ratio}")
+    s = _crop(s0, region, bands, r)
+    pan = decimate(mtf_lowpass(s.pan, pan_gain(s.sensor), s.ratio), s.ratio).astype(np.float32)  # (h, w)
+    ms_lr = decimate(mtf_lowpass(s.ms, ms_gains(s.sensor, s.ms.shape[-1]), r), r).astype(np.float32)
+    lms = upsample(ms_lr, r).astype(np.float32, copy=False)
+    return Pair(s.name, s.sensor, s.bit_depth, s.bands, r, lms, pan, s.ms, ms_lr)
+
+
+def full_resolution(scene: Scene | str, region: Region | None = None, bands: int | None = None) -> FullRes:
+    """The original data (no reference) with its upsampled MS, for no-reference metrics and fusion."""
+    s = _crop(scene, region, bands, 1)
+    lms = upsample(s.ms, s.ratio).astype(np.float32, copy=False)
+    return FullRes(s.name, s.sensor, s.bit_depth, s.bands, s.ratio, s.ms, lms, s.pan)
+
+
+# ---------------------------------------------------------------------------------------------- splits
+
+def _fusebox_regions(*path_rows: str) -> tuple[Region, ...]:
+    return tuple(Region(f"fusebox_{n}") for pr in path_rows for n in FUSEBOX_PATH_ROWS[pr])
+
+
+_TRAIN_COLS, _TEST_COLS = (0, 192), (192, 320)  # GRIP GE1 / WV2 strips (MS is 320 wide)
+_OSMAN_TRAIN, _OSMAN_TEST = Region("osman", (0, 136)), Region("osman", (136, 200))
+
+FAMILY_BANDS: Mapping[str, int] = MappingProxyType({"4band": 4, "8band": 8})
+FAMILY_RATIO = 4
+SPLITS: Mapping[str, Mapping[str, tuple[Region, ...]]] = MappingProxyType({
+    "4band": MappingProxyType({
+        "train": (
+            *_fusebox_regions("P034R032", "P090R083", "P093R085", "P093R086"),
+            Region("landsat8"), Region("ge1", _TRAIN_COLS), Region("wv2", _TRAIN_COLS), _OSMAN_TRAIN,
+        ),
+        "val": _fusebox_regions("P091R083"),
+        "test": (*_fusebox_regions("P092R086"), Region("ge1", _TEST_COLS), Region("wv2", _TEST_COLS), _OSMAN_TEST),
+        "test_full": (Region("ge1", _TEST_COLS), Region("wv2", _TEST_COLS), _OSMAN_TEST, Region("wv3_example")),
+    }),
+    "8band": MappingProxyType({
+        "train": (Region("wv2", _TRAIN_COLS), Region("cristianics")),
+        "val": (),
+        "test": (Region("wv2", _TEST_COLS),),
+        "test_full": (Region("wv2", _TEST_COLS), Region("wv3_example")),
+    }),
+})
+
+
+def split_regions(family: str, split: str) -> list[Region]:
+    """The regions of one split ("train", "val", "test": reduced resolution; "test_full": full resolution)."""
+    try:
+        return list(SPLITS[family][split])
+    except KeyError:
+        raise ConfigError(f"unknown family/split {family!r}/{split!r}; families {list(SPLITS)}, "
+                          f"splits {list(SPLITS['4band'])}") from None
+
+
+def reduced_resolution_split(family: str, split: str) -> list[Pair]:
+    """Wald-protocol pairs of a split at the family's ratio and band count."""
+    if split == "test_full":
+        raise ConfigError("test_full is a full-resolution split: use full_resolution_split")
+    return [reduced_resolution(r.scene, FAMILY_RATIO, r, FAMILY_BANDS[family]) for r in split_regions(family, split)]
+
+
+def full_resolution_split(family: str) -> list[FullRes]:
+    """The family's full-resolution test scenes (original data, no reference)."""
+    return [full_resolution(r.scene, r, FAMILY_BANDS[family]) for r in split_regions(family, "test_full")]

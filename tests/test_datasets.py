@@ -1,0 +1,220 @@
+"""Readers, canonical band order, Wald pairs and splits on the real data (skipped when it is absent)."""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import numpy as np
+import pytest
+import rasterio
+import scipy.io
+
+from ddrf_runtime import datasets as ds
+from ddrf_runtime.errors import ConfigError, InputError
+from ddrf_runtime.mtf import ms_gains, mtf_lowpass, pan_gain
+from ddrf_runtime.resample import decimate, upsample, wald_degrade
+
+WV = ("B", "G", "R", "NIR", "Coastal", "Yellow", "RedEdge", "NIR2")
+BGRN = ("B", "G", "R", "NIR")
+# name: sensor, bit depth, bands, ratio, MS shape, georeferenced
+EXPECTED = {
+    "ge1": ("GE1", 8, BGRN, 4, (320, 320, 4), False),
+    "wv2": ("WV2", 11, WV, 4, (320, 320, 8), False),
+    "wv3_example": ("WV3", 11, WV, 4, (32, 32, 8), False),
+    "osman": ("unknown", 11, BGRN, 4, (200, 200, 4), True),
+    "cristianics": ("unknown", 7, WV, 4, (143, 144, 8), True),
+    "landsat8": ("L8", 16, BGRN, 2, (603, 627, 4), True),
+    **{f"fusebox_{n}": ("L7", 8, BGRN + ("SWIR1", "SWIR2"), 2, (400, 400, 6), False) for n in range(1, 40)},
+}
+
+
+def test_scene_names_cover_every_source():
+    assert sorted(ds.scene_names()) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_reader_returns_documented_layout(data_dir, name):
+    s = ds.load_scene(name)
+    sensor, bits, bands, ratio, shape, geo = EXPECTED[name]
+    assert (s.name, s.sensor, s.bit_depth, s.bands, s.ratio, s.ms.shape, s.georeferenced) == (
+        name, sensor, bits, bands, ratio, shape, geo)
+    assert s.ms.dtype == s.pan.dtype == np.float32
+    assert s.pan.shape == (ratio * shape[0], ratio * shape[1])
+    assert s.full_scale == 2**bits - 1
+    for a in (s.ms, s.pan):
+        assert 0 < a.min() and a.max() <= s.full_scale and not a.flags.writeable
+    assert ds.load_scene(name) is s  # cached
+
+
+def _raw(data_dir, spec):
+    rel, _, var = spec.partition(":")
+    if var:
+        return scipy.io.loadmat(data_dir / rel)[var]
+    with rasterio.open(data_dir / rel) as src:
+        return np.moveaxis(src.read(), 0, -1)
+
+
+@pytest.mark.parametrize("name, ms_file, native_index", [
+    ("fusebox_7", "mat/fusebox_landsat7/cropped/7_ms.mat:cropped_im", (2, 1, 0, 3, 4, 5)),  # R,G,B,… on disk
+    ("wv2", "mat/grip_pnn/imgWV2.mat:I_MS", (1, 2, 4, 6, 0, 3, 5, 7)),  # Coastal,B,G,Y,R,RE,NIR1,NIR2
+    ("wv3_example", "mat/grip_zpnn/WV3_example.mat:I_MS_LR", (1, 2, 4, 6, 0, 3, 5, 7)),
+    ("cristianics", "geotiff/cristianics_8band_r4/mul.tif", (1, 2, 4, 6, 0, 3, 5, 7)),
+    ("osman", "geotiff/osman_4band_r4/ms.tif", (0, 1, 2, 3)),
+    ("ge1", "mat/grip_pnn/imgGE1.mat:I_MS", (0, 1, 2, 3)),
+])
+def test_canonical_reorder_matches_the_files(data_dir, name, ms_file, native_index):
+    raw = _raw(data_dir, ms_file)
+    s = ds.load_scene(name)
+    h, w = s.ms.shape[:2]
+    np.testing.assert_array_equal(s.ms, raw[:h, :w, list(native_index)].astype(np.float32))
+
+
+def test_landsat8_bands_are_b2_to_b5_and_pan_b8_from_its_corner(data_dir):
+    s = ds.load_scene("landsat8")
+    for i, b in enumerate((2, 3, 4, 5)):
+        np.testing.assert_array_equal(s.ms[..., i], _raw(data_dir, f"geotiff/landsat8_sattestdata/l8_B{b}.tif")[..., 0])
+    np.testing.assert_array_equal(s.pan, _raw(data_dir, "geotiff/landsat8_sattestdata/l8_B8.tif")[:1206, :, 0])
+
+
+def test_cristianics_pan_window_is_the_best_correlated_one(data_dir):
+    """The (2, 2) PAN offset is a data decision: it must beat the geotransform's (1, 2) and its neighbours."""
+    s = ds.load_scene("cristianics")
+    pan = _raw(data_dir, "geotiff/cristianics_8band_r4/pan.tif")[..., 0].astype(np.float64)
+    inten = s.ms[1:140, 1:140, :4].mean(-1).ravel()
+
+    def corr(oy, ox):
+        block = pan[oy + 4:oy + 4 + 4 * 139, ox + 4:ox + 4 + 4 * 139].reshape(139, 4, 139, 4).mean((1, 3))
+        return np.corrcoef(inten, block.ravel())[0, 1]
+
+    np.testing.assert_array_equal(s.pan, pan[2:2 + 572, 2:2 + 576])
+    best = corr(2, 2)
+    assert all(corr(2 + dy, 2 + dx) < best for dy, dx in itertools.product((-1, 0, 1), repeat=2) if dy or dx)
+
+
+def test_osman_band_order_evidence(data_dir):
+    """B, G, R, NIR (not the TIFF's R, G, B): haze floor falls from blue to red, NIR exceeds red on land."""
+    ms = ds.load_scene("osman").ms
+    floor = np.percentile(ms, 1, axis=(0, 1))
+    assert floor[0] > floor[2] and floor[1] > floor[2]
+    assert np.mean(ms[..., 3] > ms[..., 2]) > 0.95
+    assert np.mean(ms[..., 3] > ms[..., 0]) < 0.5
+
+
+def test_fusebox_path_rows_match_locations_txt(data_dir):
+    lines = (data_dir / "mat/fusebox_landsat7/locations.txt").read_text().split("\n")
+    by_line = {n: line.split(",")[0].strip() for n, line in enumerate(lines, 1) if line.strip()}
+    assert by_line == {n: pr for pr, nums in ds.FUSEBOX_PATH_ROWS.items() for n in nums}
+
+
+def test_missing_data_raises_input_error_with_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("DDRF_DATA", str(tmp_path))
+    with pytest.raises(InputError) as err:
+        ds.load_scene.__wrapped__("ge1")  # bypass the cache: it may hold the real scene
+    assert str(tmp_path / "mat/grip_pnn/imgGE1.mat") in str(err.value)
+    with pytest.raises(ConfigError):
+        ds.load_scene("no_such_scene")
+
+
+# ---------------------------------------------------------------------------------------------- pairs
+
+def test_reduced_resolution_pair_is_wald_of_the_cropped_scene(data_dir):
+    s = ds.load_scene("ge1")
+    region = ds.Region("ge1", cols=(192, 320), rows=(0, 160))
+    p = ds.reduced_resolution(s, region=region)
+    assert (p.name, p.ratio, p.bands, p.full_scale) == ("ge1[r0:160,c192:320]", 4, BGRN, 255)
+    assert p.gt.shape == p.lms.shape == (160, 128, 4) and p.pan.shape == (160, 128) and p.ms_lr.shape == (40, 32, 4)
+    assert all(a.dtype == np.float32 for a in (p.gt, p.lms, p.pan, p.ms_lr))
+    np.testing.assert_array_equal(p.gt, s.ms[0:160, 192:320])
+    ms_lr, pan_lr = wald_degrade(s.ms[0:160, 192:320], s.pan[0:640, 768:1280], 4, ms_gains("GE1", 4), pan_gain("GE1"))
+    np.testing.assert_allclose(p.ms_lr, ms_lr, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(p.pan, pan_lr, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(p.lms, upsample(p.ms_lr, 4), rtol=1e-5, atol=1e-3)
+
+
+def test_region_is_cropped_before_filtering(data_dir):
+    """Pixels outside the region (e.g. a training strip) cannot influence a test pair."""
+    s = ds.load_scene("osman")
+    region = ds.Region("osman", cols=(136, 200))
+    ms, pan = s.ms.copy(), s.pan.copy()
+    ms[:, :136] = 0.0
+    pan[:, :544] = 4000.0
+    a = ds.reduced_resolution(s, region=region)
+    b = ds.reduced_resolution(dataclasses.replace(s, ms=ms, pan=pan), region=region)
+    for x, y in ((a.gt, b.gt), (a.pan, b.pan), (a.ms_lr, b.ms_lr), (a.lms, b.lms)):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_ratio_two_scene_at_ratio_four_uses_pan_on_the_ms_grid(data_dir):
+    s = ds.load_scene("fusebox_19")
+    p = ds.reduced_resolution(s, ratio=4, bands=4)
+    assert (p.ratio, p.bands) == (4, BGRN)
+    assert p.gt.shape == p.lms.shape == (400, 400, 4) and p.pan.shape == (400, 400) and p.ms_lr.shape == (100, 100, 4)
+    np.testing.assert_array_equal(p.gt, s.ms[..., :4])
+    np.testing.assert_allclose(p.pan, decimate(mtf_lowpass(s.pan, pan_gain("L7"), 2), 2), rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(p.ms_lr, decimate(mtf_lowpass(s.ms[..., :4], ms_gains("L7", 4), 4), 4),
+                               rtol=1e-5, atol=1e-3)
+
+
+def test_regions_are_trimmed_to_the_ratio_and_bad_requests_refused(data_dir):
+    p = ds.reduced_resolution("cristianics", ratio=4)
+    assert p.gt.shape == (140, 144, 8) and p.ms_lr.shape == (35, 36, 8)
+    with pytest.raises(ConfigError):
+        ds.reduced_resolution("landsat8", ratio=3)
+    with pytest.raises(ConfigError):
+        ds.reduced_resolution("ge1", region=ds.Region("wv2", cols=(0, 64)))
+    with pytest.raises(ConfigError):
+        ds.reduced_resolution("ge1", bands=8)
+
+
+def test_full_resolution_keeps_the_original_data(data_dir):
+    s = ds.load_scene("wv2")
+    f = ds.full_resolution(s, ds.Region("wv2", cols=(192, 320)), bands=4)
+    assert (f.name, f.sensor, f.ratio, f.bands) == ("wv2[c192:320]", "WV2", 4, BGRN)
+    np.testing.assert_array_equal(f.ms, s.ms[:, 192:320, :4])
+    np.testing.assert_array_equal(f.pan, s.pan[:, 768:1280])
+    np.testing.assert_allclose(f.lms, upsample(f.ms, 4), rtol=1e-5, atol=1e-3)
+
+
+# ---------------------------------------------------------------------------------------------- splits
+
+def _cells(region: ds.Region) -> tuple[range, range]:
+    big = 10**6
+    return range(*(region.rows or (0, big))), range(*(region.cols or (0, big)))
+
+
+def _overlap(a: ds.Region, b: ds.Region) -> bool:
+    (ar, ac), (br, bc) = _cells(a), _cells(b)
+    return a.scene == b.scene and max(ar.start, br.start) < min(ar.stop, br.stop) \
+        and max(ac.start, bc.start) < min(ac.stop, bc.stop)
+
+
+@pytest.mark.parametrize("family", list(ds.SPLITS))
+def test_splits_never_share_pixels_and_tests_are_non_empty(family):
+    train = ds.split_regions(family, "train")
+    held_out = [r for split in ("val", "test", "test_full") for r in ds.split_regions(family, split)]
+    assert train and ds.split_regions(family, "test") and ds.split_regions(family, "test_full")
+    assert not [(a, b) for a in train for b in held_out if _overlap(a, b)]
+    assert {r.scene for r in train + held_out} <= set(ds.scene_names())
+
+
+def test_fusebox_path_rows_are_not_split_across_sets():
+    path_row = {f"fusebox_{n}": pr for pr, nums in ds.FUSEBOX_PATH_ROWS.items() for n in nums}
+    per_split = {sp: {path_row[r.scene] for r in ds.split_regions("4band", sp) if r.scene in path_row}
+                 for sp in ("train", "val", "test")}
+    assert per_split["train"].isdisjoint(per_split["val"] | per_split["test"])
+    assert per_split["val"].isdisjoint(per_split["test"])
+    assert set().union(*per_split.values()) == set(ds.FUSEBOX_PATH_ROWS)
+
+
+def test_unknown_split_is_a_config_error():
+    with pytest.raises(ConfigError):
+        ds.split_regions("4band", "holdout")
+    with pytest.raises(ConfigError):
+        ds.reduced_resolution_split("4band", "test_full")
+
+
+def test_split_pairs_have_family_bands_and_ratio(data_dir):
+    pairs = ds.reduced_resolution_split("8band", "test")
+    assert [(p.name, p.ratio, p.bands, p.gt.shape) for p in pairs] == [("wv2[c192:320]", 4, WV, (320, 128, 8))]
+    full = ds.full_resolution_split("4band")
+    assert all(f.bands == BGRN and f.pan.shape[0] % 32 == 0 and f.pan.shape[1] % 32 == 0 for f in full)
