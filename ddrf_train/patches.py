@@ -1,0 +1,134 @@
+"""Training and validation crops from Wald-protocol pairs, as network-ready torch tensors.
+
+Each pair is normalised by its own full scale (2**bit_depth − 1), exactly as the runtime will
+normalise a raster, so sensors of different bit depth share one model. All randomness comes from
+one seeded numpy Generator whose state is checkpointed (bit-identical resume).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ddrf_runtime.datasets import Pair
+from ddrf_runtime.errors import ConfigError
+from ddrf_runtime.target import TargetSpec
+
+from .config import Weighting
+from .diffusion import condition_inputs
+
+
+@dataclass(frozen=True)
+class NormPair:
+    """One pair in network layout: (C, H, W) / (k, H, W) float32, divided by the full scale."""
+
+    name: str
+    sensor: str
+    ratio: int
+    full_scale: float
+    lms: np.ndarray  # (C, H, W)
+    pan: np.ndarray  # (k, H, W)
+    gt: np.ndarray  # (C, H, W)
+
+    @classmethod
+    def from_pair(cls, pair: Pair) -> "NormPair":
+        s = float(pair.full_scale)
+        pan = pair.pan[None] if pair.pan.ndim == 2 else pair.pan.transpose(2, 0, 1)
+        return cls(pair.name, pair.sensor, pair.ratio, s,
+                   np.ascontiguousarray(pair.lms.transpose(2, 0, 1) / s, dtype=np.float32),
+                   np.ascontiguousarray(pan / s, dtype=np.float32),
+                   np.ascontiguousarray(pair.gt.transpose(2, 0, 1) / s, dtype=np.float32))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.gt.shape[1], self.gt.shape[2]
+
+    def crop(self, top: int, left: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        win = (slice(None), slice(top, top + size), slice(left, left + size))
+        return self.lms[win], self.pan[win], self.gt[win]
+
+
+@dataclass
+class Batch:
+    """Network-ready tensors of one batch of crops (normalised units)."""
+
+    x0: torch.Tensor  # (B, C, P, P) diffusion target
+    cond: torch.Tensor  # (B, C+k, P, P)
+    wav: torch.Tensor  # (B, C+3k, P/2, P/2)
+    lms: torch.Tensor  # (B, C, P, P)
+    pan: torch.Tensor  # (B, k, P, P)
+    gt: torch.Tensor  # (B, C, P, P)
+
+    def to(self, device: torch.device) -> "Batch":
+        return Batch(*(getattr(self, f.name).to(device) for f in fields(self)))
+
+
+def make_batch(lms: np.ndarray, pan: np.ndarray, gt: np.ndarray, target: TargetSpec) -> Batch:
+    """Stacked (B, ·, P, P) numpy crops → tensors, with x0 = target.encode(gt, lms) and the conditions."""
+    lms_t, pan_t, gt_t = (torch.from_numpy(np.ascontiguousarray(a)) for a in (lms, pan, gt))
+    cond, wav = condition_inputs(lms_t, pan_t)
+    return Batch(target.encode(gt_t, lms_t), cond, wav, lms_t, pan_t, gt_t)
+
+
+def _weights(scenes: Sequence[NormPair], weighting: Weighting) -> np.ndarray:
+    area = np.array([s.shape[0] * s.shape[1] for s in scenes], dtype=np.float64)
+    if weighting is Weighting.AREA:
+        w = area
+    elif weighting is Weighting.PAIR:
+        w = np.ones_like(area)
+    else:
+        sensors = [s.sensor for s in scenes]
+        sensor_area = {k: sum(a for a, s in zip(area, sensors) if s == k) for k in set(sensors)}
+        w = np.array([a / sensor_area[s] for a, s in zip(area, sensors)])
+    return w / w.sum()
+
+
+class PatchSampler:
+    """Random ``patch``² crops with a random flip and 90° rotation (the 8 symmetries of the square)."""
+
+    def __init__(self, pairs: Sequence[Pair], patch: int, batch: int, weighting: Weighting,
+                 target: TargetSpec, rng: np.random.Generator) -> None:
+        self.scenes = [NormPair.from_pair(p) for p in pairs if min(p.gt.shape[:2]) >= patch]
+        if not self.scenes:
+            raise ConfigError(f"no training pair is at least {patch}×{patch} pixels")
+        self.patch, self.batch, self.target, self.rng = patch, batch, target, rng
+        self.probs = _weights(self.scenes, Weighting(weighting))
+
+    def next(self) -> Batch:
+        crops = []
+        for idx in self.rng.choice(len(self.scenes), size=self.batch, p=self.probs):
+            scene = self.scenes[idx]
+            h, w = scene.shape
+            top = int(self.rng.integers(0, h - self.patch + 1))
+            left = int(self.rng.integers(0, w - self.patch + 1))
+            k, flip = int(self.rng.integers(0, 4)), bool(self.rng.integers(0, 2))
+            out = []
+            for a in scene.crop(top, left, self.patch):  # (·, P, P)
+                a = np.rot90(a, k, axes=(1, 2))
+                out.append(a[:, :, ::-1] if flip else a)
+            crops.append(out)
+        lms, pan, gt = (np.stack(parts) for parts in zip(*crops))
+        return make_batch(lms, pan, gt, self.target)
+
+
+@dataclass(frozen=True)
+class ValCrop:
+    """A fixed validation crop: its batch tensors plus what the metrics need."""
+
+    scene: NormPair
+    top: int
+    left: int
+
+
+def validation_crops(pairs: Sequence[Pair], count: int, size: int) -> list[ValCrop]:
+    """``count`` fixed crops, cycling over the pairs, at positions from a fixed seed (not the run's)."""
+    scenes = [NormPair.from_pair(p) for p in pairs if min(p.gt.shape[:2]) >= size]
+    rng = np.random.default_rng(12345)
+    crops = []
+    for i in range(count if scenes else 0):
+        scene = scenes[i % len(scenes)]
+        h, w = scene.shape
+        crops.append(ValCrop(scene, int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))))
+    return crops

@@ -1,0 +1,107 @@
+"""Diffusion wrapper: shared schedule, objective conversions, original timesteps, EMA, and learning."""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from ddrf_runtime.datasets import Region, reduced_resolution  # noqa: E402
+from ddrf_runtime.schedule import cosine_alphas_cumprod, ddim_timesteps  # noqa: E402
+from ddrf_train import sample  # noqa: E402
+from ddrf_train.config import ExperimentConfig  # noqa: E402
+from ddrf_train.diffusion import EMA, build_denoiser, condition_inputs, sample_timesteps, training_loss  # noqa: E402
+from ddrf_train.patches import NormPair, make_batch  # noqa: E402
+
+
+def _cfg(**diffusion):
+    return ExperimentConfig.from_dict({"model": {"preset": "tiny"}, "diffusion": diffusion,
+                                       "train": {"patch": 32, "val_size": 32}})
+
+
+def test_schedule_is_the_runtime_one():
+    model = build_denoiser(_cfg(timesteps=123, schedule_offset=0.01))
+    ab = cosine_alphas_cumprod(123, 0.01)
+    np.testing.assert_allclose(model.sqrt_ab.numpy(), np.sqrt(ab), rtol=1e-6)
+    np.testing.assert_allclose(model.sqrt_1m_ab.numpy(), np.sqrt(1 - ab), rtol=1e-6, atol=1e-7)
+    assert "sqrt_ab" not in model.state_dict()  # derived from the config, not stored
+
+
+@pytest.mark.parametrize("objective", ["eps", "v"])
+def test_objectives_convert_to_x0(objective):
+    model = build_denoiser(_cfg(objective=objective))
+    x0, noise = torch.randn(3, 4, 8, 8), torch.randn(3, 4, 8, 8)
+    t = torch.tensor([0, 200, 450])
+    s0, s1 = model.coefficients(t)
+    x_t = s0 * x0 + s1 * noise
+    out = noise if objective == "eps" else s0 * noise - s1 * x0
+    torch.testing.assert_close(model.to_x0(out, x_t, t), x0, atol=1e-4, rtol=1e-4)
+
+
+def test_sampler_passes_original_timesteps_and_decodes():
+    cfg = _cfg()
+    model = build_denoiser(cfg).eval()
+    seen = []
+    model.register_forward_pre_hook(lambda m, args: seen.append(args[1].tolist()))
+    lms, pan = torch.rand(2, 4, 8, 8), torch.rand(2, 1, 8, 8)
+    noise = torch.randn(2, 4, 8, 8)
+    fused = sample(model, lms, pan, steps=5, noise=noise)
+    want = ddim_timesteps(cfg.diffusion.timesteps, 5).tolist()
+    assert want[0] == cfg.diffusion.timesteps - 1 and want != list(range(5))
+    assert seen == [[t, t] for t in want]
+    # one step is the decoded posterior mean at t = T−1
+    cond, wav = condition_inputs(lms, pan)
+    with torch.no_grad():
+        x0 = model(noise, torch.full((2,), cfg.diffusion.timesteps - 1), cond, wav)
+    torch.testing.assert_close(sample(model, lms, pan, 1, noise=noise), cfg.diffusion.target.decode(x0, lms))
+    assert fused.shape == lms.shape
+
+
+def test_self_conditioning_feeds_previous_estimate():
+    model = build_denoiser(_cfg(self_condition=True)).eval()
+    fed = []
+    model.register_forward_pre_hook(lambda m, args: fed.append(args[4]))
+    sample(model, torch.rand(1, 4, 8, 8), torch.rand(1, 1, 8, 8), steps=3, generator=torch.Generator().manual_seed(0))
+    assert fed[0] is None and all(f is not None for f in fed[1:])
+
+
+def test_ema_copies_during_warmup_then_averages():
+    net = torch.nn.Linear(2, 2)
+    ema = EMA(net, decay=0.9, warmup=1)
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+    ema.update(net, 1)
+    torch.testing.assert_close(ema.model.weight, net.weight)
+    with torch.no_grad():
+        net.weight.fill_(2.0)
+    ema.update(net, 2)
+    torch.testing.assert_close(ema.model.weight, torch.full((2, 2), 1.1))
+
+
+def test_last_timestep_oversampling():
+    cfg = _cfg(timesteps=100, last_t_prob=0.5).diffusion
+    t = sample_timesteps(4000, cfg, torch.Generator().manual_seed(0))
+    assert t.min() >= 0 and t.max() == 99 and 0.45 < (t == 99).float().mean() < 0.56
+
+
+def test_loss_decreases_on_a_real_batch(data_dir):
+    pair = NormPair.from_pair(reduced_resolution("ge1", 4, Region("ge1", (0, 32), (0, 32)), 4))
+    cfg = _cfg(timesteps=50)
+    batch = make_batch(*(a[None] for a in pair.crop(0, 0, 32)), cfg.diffusion.target)
+    torch.manual_seed(0)
+    model = build_denoiser(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+
+    def fixed_loss():
+        with torch.no_grad():
+            return training_loss(model, batch.x0.repeat(8, 1, 1, 1), batch.cond.repeat(8, 1, 1, 1),
+                                 batch.wav.repeat(8, 1, 1, 1), torch.Generator().manual_seed(123)).item()
+
+    before = fixed_loss()
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(30):
+        loss = training_loss(model, batch.x0.repeat(4, 1, 1, 1), batch.cond.repeat(4, 1, 1, 1),
+                             batch.wav.repeat(4, 1, 1, 1), gen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = fixed_loss()
+    assert after < 0.85 * before  # ≈ 0.67 here
