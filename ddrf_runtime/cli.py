@@ -1,7 +1,8 @@
 """``ddrf-run``: fuse a GeoTIFF MS/PAN pair into a pansharpened Cloud-Optimized GeoTIFF.
 
 A thin layer over ``ddrf_runtime.scene.fuse_scene``: parse options into a ``SceneConfig``, turn library errors
-into one line ``ddrf-run: error: <path>: <message>`` (exit 2), unexpected failures into exit 1, Ctrl-C into 130.
+into one line ``ddrf-run: error: <file or option>: <message>`` (exit 2), unexpected failures into exit 1,
+Ctrl-C into 130.
 """
 from __future__ import annotations
 
@@ -9,21 +10,23 @@ import argparse
 import logging
 import re
 import sys
+import warnings
 from pathlib import Path
 
 from .backends import Backend
-from .errors import DdrfError, InputError
+from .errors import ConfigError, DdrfError, DeviceError, InputError
 from .pipeline import FuseOptions
 from .session import Device
 
 PROG = "ddrf-run"
-# MS file name token → PAN token, tried on the last matching token of the file stem.
-_MS_TOKENS = re.compile(r"(ms|mul|mss|multi|multispectral)", re.IGNORECASE)
+# MS file name token → PAN token, tried on the last matching token of the file stem. Longest first, and not
+# inside a word: 'x_mss' is one token, not 'ms' + 's'; 'farms' holds none.
+_MS_TOKENS = re.compile(r"(?<![a-z])(multispectral|multi|mss|mul|ms)(?![a-z])", re.IGNORECASE)
 
 EPILOG = """\
 PAN discovery: without --pan, the PAN is looked for next to MS.tif by replacing the last
-'ms'/'mul'/'mss'/'multi' token of its name with 'pan' (ms.tif -> pan.tif, scene_MUL.tif ->
-scene_PAN.tif, x_mss.tif -> x_pan.tif).
+'ms'/'mul'/'mss'/'multi'/'multispectral' token of its name with 'pan' (ms.tif -> pan.tif,
+scene_MUL.tif -> scene_PAN.tif, x_mss.tif -> x_pan.tif).
 
 Bit depth: --bit-depth, else the NBITS tag of either file, else 8 for uint8, else the smallest
 of 8/10/11/12/14/16 bits holding the data's maximum. Values above full scale are clipped.
@@ -75,21 +78,22 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
                         format=f"{PROG}: %(message)s")
-    if not args.verbose:  # GDAL's TIFF-tag chatter is not the user's problem
+    if not args.verbose:  # GDAL's TIFF-tag chatter is not the user's problem; what matters is reported as errors
         logging.getLogger("rasterio").setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore", module="rasterio")
     try:
         from .scene import SceneConfig, fuse_scene  # rasterio import errors are reported like the rest
         pan = args.pan or find_pan(args.ms)
         out = args.output or args.ms.with_name(f"{args.ms.stem}_ddrf.tif")
-        options = FuseOptions(steps=args.steps, tile=args.tile, overlap=args.overlap, batch=args.batch,
-                              seed=args.seed, bit_depth=args.bit_depth)
+        options = _fuse_options(args)
         config = SceneConfig(model=args.model, backend=Backend(args.backend), device=Device(args.device),
                              fuse=options, threads=args.threads, overwrite=args.overwrite,
                              quicklook=str(args.quicklook) if args.quicklook else None,
                              report=str(args.report) if args.report else None, metrics=args.metrics)
         report = fuse_scene(args.ms, pan, out, config, progress=not args.quiet)
     except DdrfError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
+        where = "--device: " if isinstance(e, DeviceError) and e.path is None else ""  # no file: the option
+        print(f"{PROG}: error: {where}{e}", file=sys.stderr)
         if args.verbose:
             raise
         return 2
@@ -105,6 +109,15 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quiet:
         _summary(report)
     return 0
+
+
+def _fuse_options(args: argparse.Namespace) -> FuseOptions:
+    """The fusion options; a value out of range is reported against its option (``--steps: must be >= 1``)."""
+    try:
+        return FuseOptions(steps=args.steps, tile=args.tile, overlap=args.overlap, batch=args.batch,
+                           seed=args.seed, bit_depth=args.bit_depth)
+    except ConfigError as e:
+        raise ConfigError(e.args[0], "--" + e.path.replace("_", "-")) from None
 
 
 def _summary(report: dict) -> None:

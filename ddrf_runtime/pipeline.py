@@ -37,17 +37,18 @@ class FuseOptions:
     bit_depth: int | None = None  # inputs' full scale is 2**bit_depth − 1; None → uint8: 8, else the model default
 
     def __post_init__(self) -> None:
-        checks = [
-            (self.steps is None or self.steps >= 1, f"steps must be >= 1, got {self.steps}"),
-            (self.tile >= 1, f"tile must be >= 1, got {self.tile}"),
-            (self.overlap >= 0, f"overlap must be >= 0, got {self.overlap}"),
-            (self.batch >= 1, f"batch must be >= 1, got {self.batch}"),
-            (self.seed >= 0, f"seed must be >= 0, got {self.seed}"),
-            (self.bit_depth is None or 1 <= self.bit_depth <= 32, f"bit_depth must be in 1..32, got {self.bit_depth}"),
+        checks = [  # (field, valid?, problem): the error names the field as its ``path``
+            ("steps", self.steps is None or self.steps >= 1, f"must be >= 1, got {self.steps}"),
+            ("tile", self.tile >= 1, f"must be >= 1, got {self.tile}"),
+            ("overlap", self.overlap >= 0, f"must be >= 0, got {self.overlap}"),
+            ("batch", self.batch >= 1, f"must be >= 1, got {self.batch}"),
+            ("seed", self.seed >= 0, f"must be >= 0, got {self.seed}"),
+            ("bit_depth", self.bit_depth is None or 1 <= self.bit_depth <= 32,
+             f"must be in 1..32, got {self.bit_depth}"),
         ]
-        for ok, message in checks:
+        for name, ok, problem in checks:
             if not ok:
-                raise ConfigError(message)
+                raise ConfigError(problem, name)
 
     def num_steps(self, spec: ModelSpec) -> int:
         steps = spec.default_steps if self.steps is None else self.steps

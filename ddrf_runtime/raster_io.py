@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
 import rasterio
 from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
@@ -26,7 +25,8 @@ RATIO_TOLERANCE = 0.02  # relative deviation of MS/PAN resolution from the integ
 MIN_OVERLAP = 0.9  # the common extent must cover this fraction of both inputs
 MAX_PIXELS = 4_000_000_000  # PAN pixels per scene we agree to process (refused before allocating)
 STANDARD_BIT_DEPTHS = (8, 10, 11, 12, 14, 16)
-_SUPPORTED_KINDS = "uif"  # unsigned, signed, float dtypes; complex/bool are refused
+_SUPPORTED_DTYPES = frozenset({"uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64",
+                               "float32", "float64"})  # complex (also GDAL's complex_int16, unknown to numpy) refused
 
 
 @dataclass(frozen=True)
@@ -77,9 +77,10 @@ def _first_line(e: Exception) -> str:
 
 
 def _check_raster(ds: rasterio.io.DatasetReader, path: str) -> None:
-    kind = np.dtype(ds.dtypes[0]).kind
-    if kind not in _SUPPORTED_KINDS or ds.dtypes[0] == "bool":
+    if ds.dtypes[0] not in _SUPPORTED_DTYPES:
         raise InputError(f"unsupported data type {ds.dtypes[0]} (use an integer or float raster)", path)
+    if ds.tags(1, ns="IMAGE_STRUCTURE").get("NBITS") == "1":
+        raise InputError("is a 1-bit raster (a mask, not an image)", path)
     if ds.crs is None or ds.transform.is_identity:
         raise InputError("has no georeferencing (CRS and geotransform are required to pair PAN and MS)", path)
     if abs(ds.transform.b) > 1e-12 or abs(ds.transform.d) > 1e-12:

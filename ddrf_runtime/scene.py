@@ -9,6 +9,7 @@ GeoTIFF and renames it into place — so the output path only ever holds a compl
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -25,10 +26,10 @@ from tqdm import tqdm
 
 from .backends import Backend, DenoiserLike, load_denoiser
 from .datapaths import MODELS_DIR
-from .errors import InputError, ModelError, OutputError
+from .errors import ConfigError, InputError, ModelError, OutputError
 from .pipeline import FuseOptions, full_scale, fuse_tiles, make_grid
-from .raster_io import (RasterPair, atomic_output, bit_depth_for_max, check_output_path, declared_bit_depth,
-                        inspect_pair)
+from .raster_io import (RasterPair, _first_line, atomic_output, bit_depth_for_max, check_output_path,
+                        declared_bit_depth, inspect_pair)
 from .session import Device
 from .tiling import Tile, TileGrid
 
@@ -68,14 +69,33 @@ def _check_against_model(pair: RasterPair, denoiser: DenoiserLike, model_path: s
                          pair.ms_path)
 
 
+def _read(ds: rasterio.io.DatasetReader, window: Window) -> np.ma.MaskedArray:
+    """(bands, rows, cols) pixels of ``window``, no-data (a NaN no-data value included) masked.
+
+    A failed read, and a NaN or infinity that is not no-data, are the input's fault.
+    """
+    try:
+        data = ds.read(window=window, masked=True)
+    except rasterio.errors.RasterioIOError as e:
+        cause = e.__cause__ or e
+        raise InputError(f"reading rows {int(window.row_off)}..{int(window.row_off + window.height) - 1} failed: "
+                         f"the file is truncated or corrupt ({str(cause).strip()})", ds.name) from None
+    if data.dtype.kind == "f":
+        if ds.nodata is not None and np.isnan(ds.nodata):
+            data = np.ma.masked_invalid(data)
+        if not np.isfinite(data.filled(0)).all():
+            raise InputError("contains NaN or infinite values; set a no-data value for them", ds.name)
+    return data
+
+
 def _scan_max(path: str, window: Window) -> float:
-    """Largest valid value of a raster window, read block-row by block-row (bounded memory)."""
+    """Largest valid value of a raster window, read block-row by block-row (bounded memory); -inf if none."""
     peak = -math.inf
     with rasterio.open(path) as ds:
         step = max(1, 2**22 // max(1, int(window.width) * ds.count))
         for r in range(0, int(window.height), step):
             w = Window(window.col_off, window.row_off + r, window.width, min(step, int(window.height) - r))
-            data = ds.read(window=w, masked=True)
+            data = _read(ds, w)
             if data.count():
                 peak = max(peak, float(data.max()))
     return peak
@@ -91,9 +111,12 @@ def resolve_scene_bit_depth(pair: RasterPair, requested: int | None) -> tuple[in
             return bits, f"NBITS of {Path(path).name}"
     if pair.dtype == "uint8":
         return 8, "uint8 data type"
-    peak = max(_scan_max(pair.ms_path, pair.ms_window), _scan_max(pair.pan_path, pair.pan_window))
-    if not np.isfinite(peak):
-        raise InputError("has no valid pixels (all no-data)", pair.ms_path)
+    peaks = {path: _scan_max(path, window) for path, window in ((pair.ms_path, pair.ms_window),
+                                                               (pair.pan_path, pair.pan_window))}
+    for path, peak in peaks.items():
+        if peak == -math.inf:
+            raise InputError("has no valid pixels (all no-data)", path)
+    peak = max(peaks.values())
     return bit_depth_for_max(peak), f"data maximum {peak:g}"
 
 
@@ -103,12 +126,8 @@ def _read_filled(ds: rasterio.io.DatasetReader, window: Window, scale: float) ->
     No-data pixels get the band's mean over the valid pixels of the window, so they inject no edges;
     values above the full scale are clipped, never wrapped.
     """
-    data = ds.read(window=window, masked=True).astype(np.float32)  # (bands, rows, cols)
-    if ds.nodata is not None and np.isnan(ds.nodata):
-        data = np.ma.masked_invalid(data)
+    data = _read(ds, window).astype(np.float32)  # (bands, rows, cols)
     invalid = np.ma.getmaskarray(data)
-    if not np.isfinite(data.filled(0.0)).all():
-        raise InputError("contains NaN or infinite values; set a no-data value for them", ds.name)
     valid = ~invalid.any(axis=0)
     filled = np.empty(data.shape, np.float32)
     for b in range(data.shape[0]):
@@ -141,6 +160,21 @@ def _fuse_tile_row(row_tiles: list[Tile], grid: TileGrid, pair: RasterPair, ms_d
         fused = fuse_tiles(grid, group, ms_reads, pan_reads, denoiser, options, scale=scale, progress=bar)
         for tile, values in zip(group, fused):
             grid.blend(strip, tile, values, origin=(origin, 0))
+
+
+def _output_nodata(pair: RasterPair, scale: float) -> float | None:
+    """The MS no-data value, else the PAN's — or, when the output (MS) dtype cannot hold the PAN's, a value no
+    fused pixel takes: the dtype's minimum if negative, else its maximum if above the full scale, else 0."""
+    if pair.ms_nodata is not None or pair.pan_nodata is None:
+        return pair.ms_nodata
+    dtype = np.dtype(pair.dtype)
+    if dtype.kind == "f":
+        return pair.pan_nodata
+    info = np.iinfo(dtype)
+    if np.isfinite(pair.pan_nodata) and pair.pan_nodata == int(pair.pan_nodata) and \
+            info.min <= pair.pan_nodata <= info.max:
+        return pair.pan_nodata
+    return float(info.min if info.min < 0 else info.max if info.max > scale else 0)
 
 
 def _output_profile(pair: RasterPair, nodata: float | None) -> dict:
@@ -179,17 +213,20 @@ def fuse_scene(ms_path: str | os.PathLike, pan_path: str | os.PathLike, out_path
     denoiser = load_denoiser(model_path, config.backend, config.device, config.threads)
     _check_against_model(pair, denoiser, model_path)
     spec, options = denoiser.spec, config.fuse
-    steps = options.num_steps(spec)
+    try:
+        steps = options.num_steps(spec)
+        grid = make_grid(spec, options, pair.height, pair.width)
+    except ConfigError as e:  # the options do not suit this model
+        raise ConfigError(str(e), model_path) from None
     bits, bits_source = resolve_scene_bit_depth(pair, options.bit_depth)
     scale = full_scale(bits)
-    grid = make_grid(spec, options, pair.height, pair.width)
     timings["setup"] = time.perf_counter() - t
 
-    nodata = pair.ms_nodata if pair.ms_nodata is not None else pair.pan_nodata
+    nodata = _output_nodata(pair, scale)
     t = time.perf_counter()
     n_invalid = 0
     with atomic_output(out_path) as final_tmp:
-        raw_tmp = final_tmp.with_name(final_tmp.name + ".raw.tif")
+        raw_tmp = final_tmp.with_suffix(".raw.tmp")  # like final_tmp, a name .<output>.ddrf-*.tmp
         try:
             with rasterio.Env(GDAL_NUM_THREADS="1"), rasterio.open(ms_path) as ms_ds, \
                     rasterio.open(pan_path) as pan_ds, \
@@ -198,14 +235,16 @@ def fuse_scene(ms_path: str | os.PathLike, pan_path: str | os.PathLike, out_path
                     dst.set_band_description(b, desc or spec.bands[b - 1])
                 n_invalid = _stream_strips(grid, pair, ms_ds, pan_ds, dst, denoiser, options, scale, nodata,
                                            steps, progress)
+            if n_invalid == pair.height * pair.width:
+                raise InputError("has no valid pixels where the PAN has valid ones (all no-data); nothing was "
+                                 "written", ms_path)
             timings["fuse_and_write"] = time.perf_counter() - t
             t = time.perf_counter()
             _write_cog(raw_tmp, final_tmp)
             timings["cog"] = time.perf_counter() - t
-        except OSError as e:  # full disk, quota, I/O failure part-way: a clean error, nothing at out_path
-            raise OutputError(f"writing failed ({e.strerror or e}); nothing was written", out_path) from None
-        except rasterio.errors.RasterioIOError as e:
-            raise OutputError(f"writing failed ({e}); nothing was written", out_path) from None
+        except OSError as e:  # full disk, quota, I/O failure part-way (RasterioIOError too): nothing at out_path
+            detail = e.strerror or str(e.__cause__ or e).strip()
+            raise OutputError(f"writing failed ({detail}); nothing was written (disk full?)", out_path) from None
         finally:
             raw_tmp.unlink(missing_ok=True)
 
@@ -263,9 +302,16 @@ def _stream_strips(grid: TileGrid, pair: RasterPair, ms_ds, pan_ds, dst, denoise
 
 
 def _write_cog(src: Path, dst: Path) -> None:
-    """Re-write a finished GeoTIFF as a Cloud-Optimized GeoTIFF with overviews."""
-    rasterio.shutil.copy(str(src), str(dst), driver="COG", COMPRESS="DEFLATE", BIGTIFF="IF_SAFER",
-                         OVERVIEWS="AUTO", OVERVIEW_RESAMPLING="AVERAGE", NUM_THREADS="1")
+    """Re-write a finished GeoTIFF as a Cloud-Optimized GeoTIFF with overviews; failures are OSError.
+
+    GDAL only logs failed block writes of ``src`` (a full disk while streaming): they surface here, when the
+    blocks are read back, as CPLE_* errors or a bare SystemError ('Unknown GDAL Error'), like failures of ``dst``.
+    """
+    try:
+        rasterio.shutil.copy(str(src), str(dst), driver="COG", COMPRESS="DEFLATE", BIGTIFF="IF_SAFER",
+                             OVERVIEWS="AUTO", OVERVIEW_RESAMPLING="AVERAGE", NUM_THREADS="1")
+    except Exception as e:  # the input is our own finished file: any failure is an I/O failure
+        raise OSError(errno.EIO, _first_line(e)) from None
 
 
 def _after_fusion(pair: RasterPair, out_path: str, bands: tuple[str, ...], config: SceneConfig, bits: int) -> dict:

@@ -99,8 +99,19 @@ class Denoiser:
         unsupported = {n: inputs[n] for n in INPUT_NAMES if inputs[n] not in _NUMPY_TYPES}
         if unsupported:
             raise ModelError(f"unsupported input types {unsupported}", self.path)
+        self._check_channels()
         self._dtypes = {n: np.dtype(_NUMPY_TYPES[inputs[n]]) for n in INPUT_NAMES}
         self._output = self.session.get_outputs()[0].name
+
+    def _check_channels(self) -> None:
+        """The graph's static channel counts must be those the metadata implies (a broken export otherwise)."""
+        c, k = self.spec.num_bands, self.spec.guide_bands
+        shapes = {i.name: i.shape for i in self.session.get_inputs()}
+        for name, want in (("x_t", c), ("cond", c + k), ("wav", c + 3 * k)):
+            have = shapes[name][1] if len(shapes[name]) > 1 else None
+            if isinstance(have, int) and have != want:
+                raise ModelError(f"metadata and graph disagree: {c} bands and a {k}-band guide need {want} channels "
+                                 f"in input '{name}', the graph has {have}", self.path)
 
     def _cast(self, name: str, x: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(x, dtype=self._dtypes[name])

@@ -1,82 +1,21 @@
 """Session and pipeline against tiny synthetic ONNX models that follow the network I/O contract."""
 import numpy as np
-import onnx
 import pytest
 import pywt
-from onnx import TensorProto, helper
+from onnx import TensorProto
 
 import ddrf_runtime.session as session_mod
 from ddrf_runtime.errors import ConfigError, DeviceError, InputError, ModelError
-from ddrf_runtime.model_spec import METADATA_KEY, ModelSpec
+from ddrf_runtime.model_spec import ModelSpec
 from ddrf_runtime.pipeline import UPSAMPLE_HALO, FuseOptions, fuse_arrays
 from ddrf_runtime.resample import upsample
 from ddrf_runtime.schedule import ddim_timesteps
 from ddrf_runtime.session import Denoiser
 from ddrf_runtime.tiling import pad_symmetric
 
-SPEC = ModelSpec(bands=("B", "G", "R", "NIR"), guide_bands=1, ratio=4, size_multiple=8, timesteps=50,
-                 default_steps=3, default_bit_depth=11, opset=17)
+from .onnx_fakes import SPEC, make_model
+
 C, K, FS = 4, 1, 2047.0
-
-
-def _const(name, value, dtype=np.float32):
-    return helper.make_node("Constant", [], [name], value=onnx.numpy_helper.from_array(np.asarray(value, dtype), name))
-
-
-def _nodes(kind):
-    """Graph body from fp32 inputs x_t, t, cond, wav to the fp32 output 'y'."""
-    zero = [_const("zero", 0.0), helper.make_node("Mul", ["x_t", "zero"], ["y"])]
-    if kind == "zero":  # x0 = 0: fused == lms
-        return zero
-    if kind == "time":  # x0 = t everywhere: reveals the timestep the network was given
-        return [_const("zero", 0.0), _const("shape", [-1, 1, 1, 1], np.int64),
-                helper.make_node("Mul", ["x_t", "zero"], ["xz"]),
-                helper.make_node("Cast", ["t"], ["tf"], to=TensorProto.FLOAT),
-                helper.make_node("Reshape", ["tf", "shape"], ["tb"]),
-                helper.make_node("Add", ["xz", "tb"], ["y"])]
-    if kind in ("wav", "noisy"):  # x0 = mean of lms over 2×2 blocks + cH of the guide, both read from wav
-        nodes = [_const("s0", [0], np.int64), _const("sC", [C], np.int64), _const("sC1", [C + 1], np.int64),
-                 _const("ax", [1], np.int64), _const("scales", [1.0, 1.0, 2.0, 2.0]), _const("half", 0.5),
-                 helper.make_node("Resize", ["wav", "", "scales"], ["up"], mode="nearest"),
-                 helper.make_node("Slice", ["up", "s0", "sC", "ax"], ["ca"]),
-                 helper.make_node("Slice", ["up", "sC", "sC1", "ax"], ["ch"]),
-                 helper.make_node("Mul", ["ca", "half"], ["mean"])]
-        if kind == "wav":
-            return nodes + [helper.make_node("Add", ["mean", "ch"], ["y"])]
-        return nodes + [_const("tenth", 0.1), helper.make_node("Add", ["mean", "ch"], ["det"]),  # ... + 0.1·x_t
-                        helper.make_node("Mul", ["x_t", "tenth"], ["xs"]), helper.make_node("Add", ["det", "xs"], ["y"])]
-    raise ValueError(kind)
-
-
-FROM_SPEC = "from spec"
-
-
-def make_model(path, kind="zero", *, spec=SPEC, metadata=FROM_SPEC, io=TensorProto.FLOAT, fp16_body=False):
-    """Write an ONNX denoiser; ``io`` is the dtype of x_t/cond/wav and the output; metadata None: none."""
-    c, k = spec.num_bands, spec.guide_bands
-    nodes, pre = _nodes(kind), []
-    if io != TensorProto.FLOAT or fp16_body:  # the body computes in fp32: cast the inputs, rounding to fp16
-        for n in ("x_t", "cond", "wav"):
-            pre += [helper.make_node("Cast", [n], [f"{n}16"], to=TensorProto.FLOAT16),
-                    helper.make_node("Cast", [f"{n}16"], [f"{n}32"], to=TensorProto.FLOAT)]
-        for node in nodes:
-            node.input[:] = [f"{i}32" if i in ("x_t", "cond", "wav") else i for i in node.input]
-        post = [helper.make_node("Cast", ["y"], ["y16"], to=TensorProto.FLOAT16),
-                helper.make_node("Cast", ["y16"], ["x0"], to=io)]
-    else:
-        post = [helper.make_node("Identity", ["y"], ["x0"])]
-    dims = ["B", c, "H", "W"]
-    inputs = [helper.make_tensor_value_info("x_t", io, dims),
-              helper.make_tensor_value_info("t", TensorProto.INT64, ["B"]),
-              helper.make_tensor_value_info("cond", io, ["B", c + k, "H", "W"]),
-              helper.make_tensor_value_info("wav", io, ["B", c + 3 * k, "h", "w"])]
-    graph = helper.make_graph(pre + nodes + post, kind, inputs, [helper.make_tensor_value_info("x0", io, dims)])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    if metadata is not None:
-        helper.set_model_props(model, {METADATA_KEY: spec.to_json() if metadata is FROM_SPEC else metadata})
-    onnx.checker.check_model(model)
-    onnx.save(model, path)
-    return str(path)
 
 
 def _scene(h=20, w=28, seed=0, spec=SPEC):
