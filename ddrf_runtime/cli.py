@@ -59,8 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="network runtime: onnx (default) or torch (needs the train install)")
     p.add_argument("--device", choices=[d.value for d in Device], default="auto", help="auto | cuda | cpu")
     p.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
-    p.add_argument("--tile", type=int, default=FuseOptions.tile, help="tile side in PAN pixels (default %(default)s)")
-    p.add_argument("--overlap", type=int, default=FuseOptions.overlap, help="tile overlap (default %(default)s)")
+    p.add_argument("--tile", type=int, help="tile side in PAN pixels (default: 512, or the largest multiple of "
+                                            "the model's tile multiple below it)")
+    p.add_argument("--overlap", type=int, help="tile overlap (default: 64, rounded up to a multiple of the ratio)")
     p.add_argument("--batch", type=int, default=FuseOptions.batch, help="tiles per network call (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     p.add_argument("--bit-depth", type=int, help="input bit depth (full scale 2^b-1); default: inferred")

@@ -1,9 +1,11 @@
-"""Readers for every real MS/PAN source, Wald-protocol pairs and the fixed train/val/test splits.
+"""Readers for every real MS/PAN and HS/guide source, Wald-protocol pairs and the fixed train/val/test splits.
 
 Every source is described by a small ``_Source`` record; one generic reader turns it into a ``Scene``:
-MS (h×w×C) and PAN (ratio·h × ratio·w) in float32 digital numbers, bands reordered to the CANONICAL
-order (B, G, R, NIR, then the sensor's other bands in native order) so that a 4-band model can use the
-first four bands of any scene.
+MS (h×w×C) and guide (ratio·h × ratio·w, or × k for a k-band guide) in float32 digital numbers, bands
+reordered to the CANONICAL order (B, G, R, NIR, then the sensor's other bands in native order) so that a
+4-band model can use the first four bands of any scene. A hyperspectral band set (no band named B, G, R or
+NIR) keeps its native wavelength order. A data family (``FAMILIES``) fixes what one model fuses: band names,
+guide bands k, ratio and default bit depth; training, export and the benchmarks all read it from there.
 
 Decisions, with the evidence behind them
 ----------------------------------------
@@ -36,6 +38,22 @@ Decisions, with the evidence behind them
 * FuseBox Landsat-7: native R, G, B, NIR, SWIR1, SWIR2 (the FuseBox README swapped bands 1 and 3).
 * WV3_example holds only the 32×32 MS that Z-PNN ships (already a low-resolution product): it is a
   full-resolution-only scene.
+* EO-1 Paris (``hyperspectral/hysure_paris_eo1``, HySure "dataset C"): 128 Hyperion bands (names
+  ``H008``…``H219`` from the files' ``non_del_bands``; 215 is absent too) with the ALI 9-band MS
+  (``paris_hs_ms``, same 30 m grid: native ratio 1, guide "ALI-MS", bands in ALI wavelength order
+  MS-1', 1, 2, 3, 4, 4', 5', 5, 7 — each correlates best with the Hyperion band of its wavelength) or the
+  ALI PAN (``paris_hs_pan``, 10 m, ratio 3; the 3×3-averaged PAN correlates best with the HS at offset
+  (0, 0)). The HSim of the PAN file is columns 13..70 of the MS file's HSim, exactly.
+  Values are float reflectance-like numbers (0.0009..2.29): the reader stores them as DN = value × 10 000
+  (the common reflectance coding of 16-bit products), bit depth 15 (full scale 32 767, the smallest
+  2**L − 1 above 22 872), so the runtime's ``/ (2**bit_depth − 1)`` maps them to [0, 0.7] and the toolbox
+  Q2ⁿ, which rounds to uint16, keeps 1e-4 resolution. A model of these families expects inputs on that scale.
+  Wald protocol at ratio 3: the HS is low-passed with the same MTF-matched Gaussian as every other family
+  (GNyq 0.3, the toolbox's value for hyperspectral sensors, and the filter D_λ uses) and decimated by 3.
+  HySure's own simulation uses a 5×5 binomial kernel, whose gain at the LR Nyquist frequency is
+  cos⁴(π/6) ≈ 0.56: a weaker blur that leaves more aliasing in the LR HSI; one degradation model for
+  every family and for D_λ was preferred. The ALI-MS guide stays as it is (it is already on the reference
+  grid); the ALI PAN is reduced onto the HS grid with the default PAN gain 0.15, like any PAN.
 
 Splits (``SPLITS``)
 -------------------
@@ -52,10 +70,19 @@ of 32 MS pixels, which keeps full-resolution metrics (32×32 blocks on the PAN g
   0..135 are training targets, so its full-resolution numbers are not a held-out test.
 * ``8band`` (ratio 4, all eight bands): train = WV2 columns 0..191, CristianICS; no val (too little
   8-band data to spare); test = WV2 columns 192..319; test_full = WV2 columns 192..319, WV3_example.
+* ``hs_ms`` (ratio 3, 128 Hyperion bands, k = 9 ALI-MS guide): train = Paris HS+MS columns 0..47,
+  test = columns 48..71 (multiples of 3; reference 72×24, LR HSI 24×8); no val, no test_full (HS and MS
+  share one grid, so no native-resolution pair exists).
+* ``hs_pan`` (ratio 3, 128 bands, ALI PAN): train = Paris HS+PAN rows 0..35, test = rows 36..71
+  (reference 36×57, LR HSI 12×19); test_full = rows 36..67, columns 0..31 (32 HS pixels, so the PAN
+  sides are multiples of the 32-pixel blocks of D_s). Rows, not columns: only a row split leaves a
+  training strip for 32² crops and a held-out strip for a full-resolution block. No val.
+  The two families share ground (see above), but no model is trained on both.
 """
 from __future__ import annotations
 
 import functools
+import itertools
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -73,6 +100,9 @@ from .resample import decimate, upsample
 CANONICAL_FIRST = ("B", "G", "R", "NIR")
 _WV_NATIVE = ("Coastal", "B", "G", "Yellow", "R", "RedEdge", "NIR", "NIR2")
 _L7_NATIVE = ("R", "G", "B", "NIR", "SWIR1", "SWIR2")
+# Hyperion bands kept in the EO-1 Paris files (``non_del_bands``; a test checks this).
+HYPERION_BANDS = tuple(f"H{n:03d}" for n in itertools.chain(
+    range(8, 57), range(83, 97), range(102, 119), range(135, 163), range(194, 197), range(202, 215), range(216, 220)))
 
 # FuseBox scene numbers per WRS-2 path/row (``locations.txt`` line N is scene N; a test checks this).
 FUSEBOX_PATH_ROWS: Mapping[str, range] = MappingProxyType({
@@ -89,8 +119,9 @@ FUSEBOX_PATH_ROWS: Mapping[str, range] = MappingProxyType({
 class _Source:
     """Where one scene lives and what it is; files are relative to the data root.
 
-    A file spec is ``path.mat:variable`` or ``path.tif`` (all bands). Several MS files are stacked in order.
-    ``pan_offset`` is the PAN (row, column) of the MS pixel (0, 0)'s top-left corner.
+    A file spec is ``path.mat:variable`` or ``path.tif`` (all bands). Several MS files are stacked in order;
+    the guide file holds the PAN or a k-band guide. ``pan_offset`` is the guide (row, column) of the MS pixel
+    (0, 0)'s top-left corner; ``dn_per_unit`` converts stored values to DN (float reflectance files).
     """
 
     sensor: str
@@ -101,6 +132,8 @@ class _Source:
     ms_files: tuple[str, ...]
     pan_file: str
     pan_offset: tuple[int, int] = (0, 0)
+    guide: str = "PAN"
+    dn_per_unit: float = 1.0
 
 
 def _fusebox(n: int) -> _Source:
@@ -109,6 +142,7 @@ def _fusebox(n: int) -> _Source:
 
 
 _L8 = "geotiff/landsat8_sattestdata/l8_B"
+_PARIS = "hyperspectral/hysure_paris_eo1/paris_data_hs_"
 _SOURCES: Mapping[str, _Source] = MappingProxyType({
     "ge1": _Source(
         "GE1", 8, CANONICAL_FIRST, 4, False, ("mat/grip_pnn/imgGE1.mat:I_MS",), "mat/grip_pnn/imgGE1.mat:I_PAN",
@@ -129,21 +163,30 @@ _SOURCES: Mapping[str, _Source] = MappingProxyType({
     "landsat8": _Source(
         "L8", 16, CANONICAL_FIRST, 2, True, tuple(f"{_L8}{b}.tif" for b in (2, 3, 4, 5)), f"{_L8}8.tif",
     ),
+    "paris_hs_ms": _Source(
+        "Hyperion", 15, HYPERION_BANDS, 1, False, (f"{_PARIS}ms.mat:HSim",), f"{_PARIS}ms.mat:MSim",
+        guide="ALI-MS", dn_per_unit=10_000.0,
+    ),
+    "paris_hs_pan": _Source(
+        "Hyperion", 15, HYPERION_BANDS, 3, False, (f"{_PARIS}pan.mat:HSim",), f"{_PARIS}pan.mat:PCim",
+        guide="ALI-PAN", dn_per_unit=10_000.0,
+    ),
 })
 
 
 @dataclass(frozen=True, eq=False)
 class Scene:
-    """One real MS/PAN pair at its native resolution, canonical band order, float32 DN (read-only arrays)."""
+    """One real MS/guide pair at its native resolution, canonical band order, float32 DN (read-only arrays)."""
 
     name: str
     sensor: str
+    guide: str  # what ``pan`` is: "PAN" (the sensor's own), "ALI-MS", "ALI-PAN", …
     bit_depth: int
     bands: tuple[str, ...]
     ratio: int
     georeferenced: bool
     ms: np.ndarray  # (h, w, C)
-    pan: np.ndarray  # (ratio·h, ratio·w)
+    pan: np.ndarray  # (ratio·h, ratio·w) or (ratio·h, ratio·w, k)
 
     @property
     def full_scale(self) -> int:
@@ -160,7 +203,7 @@ class Pair:
     bands: tuple[str, ...]
     ratio: int
     lms: np.ndarray  # (H, W, C): ms_lr upsampled to the PAN grid
-    pan: np.ndarray  # (H, W)
+    pan: np.ndarray  # (H, W) or (H, W, k)
     gt: np.ndarray  # (H, W, C): the original MS
     ms_lr: np.ndarray  # (H/ratio, W/ratio, C)
 
@@ -180,7 +223,7 @@ class FullRes:
     ratio: int
     ms: np.ndarray  # (h, w, C)
     lms: np.ndarray  # (H, W, C)
-    pan: np.ndarray  # (H, W)
+    pan: np.ndarray  # (H, W) or (H, W, k)
 
     @property
     def full_scale(self) -> int:
@@ -206,8 +249,13 @@ def scene_names() -> list[str]:
 
 
 def canonical_order(native: tuple[str, ...]) -> tuple[int, ...]:
-    """Indices that put B, G, R, NIR first and keep the other bands in native order."""
+    """Indices that put B, G, R, NIR first and keep the other bands in native order.
+
+    A band set with none of the four (hyperspectral, in wavelength order) keeps its native order.
+    """
     missing = [b for b in CANONICAL_FIRST if b not in native]
+    if len(missing) == len(CANONICAL_FIRST):
+        return tuple(range(len(native)))
     if missing:
         raise ValueError(f"bands {missing} absent from {native}")
     first = tuple(native.index(b) for b in CANONICAL_FIRST)
@@ -237,9 +285,10 @@ def load_scene(name: str) -> Scene:
         raise ConfigError(f"unknown scene {name!r}; known: {', '.join(scene_names())}")
     root = data_root()
     parts = [_read_file(f, root) for f in (*src.ms_files, src.pan_file)]
-    nodata = {v for _, v in parts if v is not None}
+    nodata = {v * src.dn_per_unit for _, v in parts if v is not None}
     ms = np.concatenate([a for a, _ in parts[:-1]], axis=-1)
-    pan = parts[-1][0][..., 0]
+    guide = parts[-1][0]
+    pan = guide[..., 0] if guide.shape[-1] == 1 else guide
     if ms.shape[-1] != len(src.native_bands):
         raise InputError(f"expected {len(src.native_bands)} MS bands, found {ms.shape[-1]}",
                          str(root / src.ms_files[0].partition(":")[0]))
@@ -247,14 +296,14 @@ def load_scene(name: str) -> Scene:
     h = min(ms.shape[0], (pan.shape[0] - oy) // r)
     w = min(ms.shape[1], (pan.shape[1] - ox) // r)
     order = canonical_order(src.native_bands)
-    ms = ms[:h, :w][..., list(order)].astype(np.float32)
-    pan = pan[oy:oy + r * h, ox:ox + r * w].astype(np.float32)
+    ms = (ms[:h, :w][..., list(order)] * src.dn_per_unit).astype(np.float32)
+    pan = (pan[oy:oy + r * h, ox:ox + r * w] * src.dn_per_unit).astype(np.float32)
     if any(np.any(a == v) for v in nodata for a in (ms, pan)):  # holes would teach the model false edges
         raise InputError("nodata pixels inside the co-registered window", str(root / src.pan_file))
     ms.setflags(write=False)
     pan.setflags(write=False)
     bands = tuple(src.native_bands[i] for i in order)
-    return Scene(name, src.sensor, src.bit_depth, bands, r, src.georeferenced, ms, pan)
+    return Scene(name, src.sensor, src.guide, src.bit_depth, bands, r, src.georeferenced, ms, pan)
 
 
 def _crop(scene: Scene | str, region: Region | None, bands: int | None, multiple: int) -> Scene:
@@ -290,6 +339,7 @@ def reduced_resolution(
     Each image is MTF-low-passed and decimated by its own factor: the PAN by the scene's ratio (onto the MS
     grid), the MS by ``ratio``. At the scene's ratio this is exactly ``resample.wald_degrade``; a multiple
     of it (Landsat, native 2, used at 4) keeps the PAN ``ratio``× finer than the LR MS, as in 4× sensors.
+    A guide already on the MS grid (native ratio 1: Hyperion with the ALI MS) is used as it is.
     The region is cropped first (no pixel outside it enters a filter) and trimmed to a multiple of ``ratio``.
     """
     s0 = load_scene(scene) if isinstance(scene, str) else scene
@@ -297,7 +347,8 @@ def reduced_resolution(
     if r % s0.ratio:
         raise ConfigError(f"ratio {r} is not a multiple of scene {s0.name}'s ratio {s0.ratio}")
     s = _crop(s0, region, bands, r)
-    pan = decimate(mtf_lowpass(s.pan, pan_gain(s.sensor), s.ratio), s.ratio).astype(np.float32)  # (h, w)
+    pan = s.pan if s.ratio == 1 else decimate(mtf_lowpass(s.pan, pan_gain(s.sensor), s.ratio), s.ratio)
+    pan = pan.astype(np.float32, copy=False)  # (h, w[, k]): the MS grid
     ms_lr = decimate(mtf_lowpass(s.ms, ms_gains(s.sensor, s.ms.shape[-1]), r), r).astype(np.float32)
     lms = upsample(ms_lr, r).astype(np.float32, copy=False)
     return Pair(s.name, s.sensor, s.bit_depth, s.bands, r, lms, pan, s.ms, ms_lr)
@@ -319,8 +370,24 @@ def _fusebox_regions(*path_rows: str) -> tuple[Region, ...]:
 _TRAIN_COLS, _TEST_COLS = (0, 192), (192, 320)  # GRIP GE1 / WV2 strips (MS is 320 wide)
 _OSMAN_TRAIN, _OSMAN_TEST = Region("osman", (0, 136)), Region("osman", (136, 200))
 
-FAMILY_BANDS: Mapping[str, int] = MappingProxyType({"4band": 4, "8band": 8})
-FAMILY_RATIO = 4
+
+@dataclass(frozen=True)
+class Family:
+    """What a model of one data family fuses: its C band names (channel order), k guide bands, ratio, and the
+    bit depth assumed when a raster does not state one (``ModelSpec.default_bit_depth``)."""
+
+    bands: tuple[str, ...]
+    guide_bands: int
+    ratio: int
+    bit_depth: int
+
+
+FAMILIES: Mapping[str, Family] = MappingProxyType({
+    "4band": Family(CANONICAL_FIRST, 1, 4, 11),
+    "8band": Family(tuple(_WV_NATIVE[i] for i in canonical_order(_WV_NATIVE)), 1, 4, 11),
+    "hs_ms": Family(HYPERION_BANDS, 9, 3, 15),
+    "hs_pan": Family(HYPERION_BANDS, 1, 3, 15),
+})
 SPLITS: Mapping[str, Mapping[str, tuple[Region, ...]]] = MappingProxyType({
     "4band": MappingProxyType({
         "train": (
@@ -336,6 +403,18 @@ SPLITS: Mapping[str, Mapping[str, tuple[Region, ...]]] = MappingProxyType({
         "val": (),
         "test": (Region("wv2", _TEST_COLS),),
         "test_full": (Region("wv2", _TEST_COLS), Region("wv3_example")),
+    }),
+    "hs_ms": MappingProxyType({
+        "train": (Region("paris_hs_ms", (0, 48)),),
+        "val": (),
+        "test": (Region("paris_hs_ms", (48, 72)),),
+        "test_full": (),
+    }),
+    "hs_pan": MappingProxyType({
+        "train": (Region("paris_hs_pan", rows=(0, 36)),),
+        "val": (),
+        "test": (Region("paris_hs_pan", rows=(36, 72)),),
+        "test_full": (Region("paris_hs_pan", cols=(0, 32), rows=(36, 68)),),
     }),
 })
 
@@ -353,9 +432,12 @@ def reduced_resolution_split(family: str, split: str) -> list[Pair]:
     """Wald-protocol pairs of a split at the family's ratio and band count."""
     if split == "test_full":
         raise ConfigError("test_full is a full-resolution split: use full_resolution_split")
-    return [reduced_resolution(r.scene, FAMILY_RATIO, r, FAMILY_BANDS[family]) for r in split_regions(family, split)]
+    regions = split_regions(family, split)
+    fam = FAMILIES[family]
+    return [reduced_resolution(r.scene, fam.ratio, r, len(fam.bands)) for r in regions]
 
 
 def full_resolution_split(family: str) -> list[FullRes]:
     """The family's full-resolution test scenes (original data, no reference)."""
-    return [full_resolution(r.scene, r, FAMILY_BANDS[family]) for r in split_regions(family, "test_full")]
+    regions = split_regions(family, "test_full")
+    return [full_resolution(r.scene, r, len(FAMILIES[family].bands)) for r in regions]

@@ -6,6 +6,7 @@ it reads each tile's ``tile.ms`` and ``tile.read`` windows, fuses them, and blen
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from typing import Sequence
@@ -18,6 +19,7 @@ from .model_spec import ModelSpec
 from .resample import upsample
 from .sampler import sample_ddim
 from .schedule import ddim_timesteps
+from .backends import DenoiserLike
 from .session import Denoiser
 from .tiling import Tile, TileGrid, pad_symmetric, tile_noise
 from .wavelets import wavelet_condition
@@ -25,13 +27,14 @@ from .wavelets import wavelet_condition
 # MS pixels of context read around every tile: more than the reach of the 23-tap interpolator (at most
 # 11 MS pixels for ratios 2-8; Keys cubic reaches 2), so a tile's lms equals that of the whole scene.
 UPSAMPLE_HALO = 12
+DEFAULT_TILE, DEFAULT_OVERLAP = 512, 64  # PAN pixels; fitted to the model when FuseOptions leaves them unset
 
 
 @dataclass(frozen=True)
 class FuseOptions:
     steps: int | None = None  # DDIM steps (network evaluations per tile); None → the model's default_steps
-    tile: int = 512  # tile side, PAN pixels; a multiple of lcm(model size_multiple, ratio); bounds memory/attention
-    overlap: int = 64  # minimum overlap of neighbouring tiles, PAN pixels (multiple of the ratio); blended smoothly
+    tile: int | None = None  # tile side, PAN pixels, a multiple of lcm(model size_multiple, ratio); bounds memory
+    overlap: int | None = None  # minimum overlap of neighbouring tiles, PAN pixels (multiple of the ratio); blended
     batch: int = 4  # tiles per network call (memory grows with batch × tile²)
     seed: int = 0  # scene noise seed: a tile's noise depends only on it and the tile's position
     bit_depth: int | None = None  # inputs' full scale is 2**bit_depth − 1; None → uint8: 8, else the model default
@@ -39,8 +42,8 @@ class FuseOptions:
     def __post_init__(self) -> None:
         checks = [  # (field, valid?, problem): the error names the field as its ``path``
             ("steps", self.steps is None or self.steps >= 1, f"must be >= 1, got {self.steps}"),
-            ("tile", self.tile >= 1, f"must be >= 1, got {self.tile}"),
-            ("overlap", self.overlap >= 0, f"must be >= 0, got {self.overlap}"),
+            ("tile", self.tile is None or self.tile >= 1, f"must be >= 1, got {self.tile}"),
+            ("overlap", self.overlap is None or self.overlap >= 0, f"must be >= 0, got {self.overlap}"),
             ("batch", self.batch >= 1, f"must be >= 1, got {self.batch}"),
             ("seed", self.seed >= 0, f"must be >= 0, got {self.seed}"),
             ("bit_depth", self.bit_depth is None or 1 <= self.bit_depth <= 32,
@@ -58,8 +61,16 @@ class FuseOptions:
 
 
 def make_grid(spec: ModelSpec, options: FuseOptions, height: int, width: int) -> TileGrid:
-    """The tiling of a height × width (PAN pixels) scene for this model and these options."""
-    return TileGrid(height, width, options.tile, options.overlap, spec.size_multiple, spec.ratio, UPSAMPLE_HALO)
+    """The tiling of a height × width (PAN pixels) scene for this model and these options.
+
+    An unset tile is the largest multiple of lcm(size_multiple, ratio) up to ``DEFAULT_TILE`` (512 for
+    power-of-two ratios, 480 for a ratio-3 model of multiple 16); an unset overlap is ``DEFAULT_OVERLAP``
+    rounded up to a multiple of the ratio.
+    """
+    multiple = math.lcm(spec.size_multiple, spec.ratio)
+    tile = max(multiple, DEFAULT_TILE // multiple * multiple) if options.tile is None else options.tile
+    overlap = -(-DEFAULT_OVERLAP // spec.ratio) * spec.ratio if options.overlap is None else options.overlap
+    return TileGrid(height, width, tile, overlap, spec.size_multiple, spec.ratio, UPSAMPLE_HALO)
 
 
 def full_scale(bit_depth: int) -> float:
@@ -87,7 +98,7 @@ def condition_tile(grid: TileGrid, tile: Tile, ms_read: np.ndarray, pan_read: np
 
 
 def fuse_tiles(grid: TileGrid, tiles: Sequence[Tile], ms_reads: Sequence[np.ndarray], pan_reads: Sequence[np.ndarray],
-               denoiser: Denoiser, options: FuseOptions, *, scale: float, progress: tqdm | None = None) -> np.ndarray:
+               denoiser: DenoiserLike, options: FuseOptions, *, scale: float, progress: tqdm | None = None) -> np.ndarray:
     """Fuse tiles ``options.batch`` at a time: (n, tile rows, tile cols, C) float32 DN in [0, scale].
 
     ``ms_reads[i]``/``pan_reads[i]`` are the DN pixels of ``tiles[i].ms``/``tiles[i].read``. Each tile's
@@ -152,14 +163,14 @@ def resolve_bit_depth(options: FuseOptions, spec: ModelSpec, ms: np.ndarray, pan
     return bits
 
 
-def fuse_arrays(ms: np.ndarray, pan: np.ndarray, model: Denoiser | str | os.PathLike,
+def fuse_arrays(ms: np.ndarray, pan: np.ndarray, model: DenoiserLike | str | os.PathLike,
                 options: FuseOptions = FuseOptions(), progress: bool = False) -> np.ndarray:
     """Fuse a whole in-memory scene: ms (h, w, C) and pan (rh, rw[, k]) in DN → (rh, rw, C) float32 DN.
 
-    ``model`` is a loaded Denoiser or the path of an exported ``.onnx`` (loaded with device 'auto').
+    ``model`` is a loaded denoiser (ONNX or torch backend) or the path of an exported ``.onnx`` (device 'auto').
     """
     ms, pan = np.asarray(ms), np.asarray(pan)
-    denoiser = model if isinstance(model, Denoiser) else Denoiser(model)
+    denoiser = Denoiser(model) if isinstance(model, (str, os.PathLike)) else model
     spec = denoiser.spec
     _check_arrays(ms, pan, spec)
     scale = full_scale(resolve_bit_depth(options, spec, ms, pan))

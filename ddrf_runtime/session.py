@@ -66,6 +66,12 @@ class Denoiser:
         options = ort.SessionOptions()
         if intra_op_threads is not None:
             options.intra_op_num_threads = intra_op_threads
+        if requested == [CPU_EP]:
+            # The CPU memory-pattern planner adds one more block of the whole activation size at the second run
+            # of a shape (and again per new shape) on top of the arena the first run filled: peak RSS grew with
+            # the number of calls (1.9 → 4.5 GiB from a 1× to a 16× scene, benchmarks/memory.py). Without it the
+            # arena is reused: same outputs and speed, peak flat at the one-call level.
+            options.enable_mem_pattern = False
         try:
             self.session = ort.InferenceSession(self.path, sess_options=options, providers=requested)
         except Exception as e:  # ORT's own exception types all derive from Exception directly

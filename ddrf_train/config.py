@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
+from ddrf_runtime.datasets import FAMILIES, Family
 from ddrf_runtime.errors import ConfigError
 from ddrf_runtime.model_spec import Objective
 from ddrf_runtime.schedule import ScheduleKind
@@ -21,14 +22,21 @@ from ddrf_runtime.target import TargetSpec
 
 
 class DataFamily(str, enum.Enum):
-    """Which band layout a model is trained for; a scene contributes its first ``bands`` canonical bands."""
+    """Which data family (``ddrf_runtime.datasets.FAMILIES``) a model is trained for; a scene contributes its
+    first ``bands`` canonical bands."""
 
-    FOUR_BAND = "4band"  # B, G, R, NIR
-    EIGHT_BAND = "8band"  # B, G, R, NIR + the WorldView-2/3 extra bands
+    FOUR_BAND = "4band"  # B, G, R, NIR; PAN; ratio 4
+    EIGHT_BAND = "8band"  # B, G, R, NIR + the WorldView-2/3 extra bands; PAN; ratio 4
+    HS_MS = "hs_ms"  # 128 Hyperion bands; 9-band ALI MS guide; ratio 3
+    HS_PAN = "hs_pan"  # 128 Hyperion bands; ALI PAN; ratio 3
+
+    @property
+    def layout(self) -> Family:
+        return FAMILIES[self.value]
 
     @property
     def bands(self) -> int:
-        return 4 if self is DataFamily.FOUR_BAND else 8
+        return len(self.layout.bands)
 
 
 class Weighting(str, enum.Enum):
@@ -44,7 +52,7 @@ class UNetConfig:
     """Shape of the DDRF UNet (DDRF.md "Network")."""
 
     bands: int = 4  # C: multispectral bands generated (and lms bands in the condition)
-    guide_bands: int = 1  # k: guide channels (1 = PAN, 3 = RGB guide for hyperspectral fusion)
+    guide_bands: int = 1  # k: guide channels (1 = PAN, 9 = the ALI MS guide of hyperspectral fusion)
     width: int = 32  # channels of the first level
     channel_mults: tuple[int, ...] = (1, 2, 2, 4)  # channels of level i = width · channel_mults[i]
     enc_blocks: int = 3  # style-modulated residual blocks per encoder level
@@ -190,9 +198,11 @@ class ExperimentConfig:
         problems = [(f"model.{k}", m) for k, m in self.model.check()]
         problems += [(f"diffusion.{k}", m) for k, m in self.diffusion.check()]
         problems += [(f"train.{k}", m) for k, m in self.train.check()]
-        if self.model.bands != self.train.family.bands:
-            problems.append(("model.bands", f"{self.model.bands} disagrees with train.family "
-                                            f"{self.train.family.value!r} ({self.train.family.bands} bands)"))
+        family = self.train.family
+        for key, want in (("bands", family.bands), ("guide_bands", family.layout.guide_bands)):
+            if getattr(self.model, key) != want:
+                problems.append((f"model.{key}", f"{getattr(self.model, key)} disagrees with train.family "
+                                                 f"{family.value!r} ({want})"))
         for key in ("patch", "val_size"):
             if getattr(self.train, key) % self.model.size_multiple:
                 problems.append((f"train.{key}", f"must be a multiple of size_multiple {self.model.size_multiple}"))
@@ -227,7 +237,8 @@ class ExperimentConfig:
         preset = model_d.pop("preset", "reference")
         if preset not in UNET_PRESETS:
             raise ConfigError(f"model.preset: unknown preset {preset!r} (one of {sorted(UNET_PRESETS)})", path)
-        base = dataclasses.replace(UNET_PRESETS[preset], bands=train.family.bands)
+        base = dataclasses.replace(UNET_PRESETS[preset], bands=train.family.bands,
+                                   guide_bands=train.family.layout.guide_bands)
         model = _build(base, model_d, "model", path)
         diffusion = _build(DiffusionConfig(), d.get("diffusion", {}), "diffusion", path)
         return cls(model=model, diffusion=diffusion, train=train).validate(path)

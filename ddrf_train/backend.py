@@ -1,0 +1,70 @@
+"""The runtime's torch backend: a ``.pt`` checkpoint behind the same interface as the ONNX ``Denoiser``.
+
+``ddrf-run --backend torch --model x.pt`` loads this by name (``ddrf_runtime.backends``), so tiling,
+sampling and I/O are the runtime's own and a comparison with the exported graph differs in the
+network alone. The spec comes from ``ddrf_train.spec.build_spec``, exactly as the export writes it.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from ddrf_runtime.errors import ConfigError, DeviceError
+from ddrf_runtime.model_spec import ModelSpec
+from ddrf_runtime.session import DenoiseFn, Device
+
+from .checkpoint import load_denoiser
+from .spec import build_spec
+
+
+def _torch_device(device: Device) -> torch.device:
+    """auto → CUDA when torch has it, else CPU; cuda without CUDA is an error (never a silent fallback)."""
+    if device is Device.CPU or (device is Device.AUTO and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise DeviceError(f"device 'cuda' requested, but this PyTorch ({torch.__version__}) has no usable CUDA")
+    return torch.device("cuda")
+
+
+class TorchDenoiser:
+    """The EMA weights of a checkpoint in eval mode: ``conditioned(cond, wav)(x_t, t) -> x0`` on numpy float32.
+
+    ``intra_op_threads`` sets torch's thread count, which is process-wide.
+    """
+
+    def __init__(self, path: str | os.PathLike, device: Device | str = Device.AUTO,
+                 intra_op_threads: int | None = None) -> None:
+        self.path = str(path)
+        try:
+            device = Device(device)
+        except ValueError:
+            raise ConfigError(f"device must be one of {[d.value for d in Device]}, got {device!r}") from None
+        if intra_op_threads is not None:
+            if intra_op_threads < 1:
+                raise ConfigError(f"intra_op_threads must be >= 1, got {intra_op_threads}")
+            torch.set_num_threads(intra_op_threads)
+        self.device = _torch_device(device)
+        model, config, payload = load_denoiser(self.path)
+        self.model = model.to(self.device)
+        self.config = config
+        self.spec: ModelSpec = build_spec(config, payload, self.path)
+        self.providers_used: tuple[str, ...] = (f"torch-{self.device.type}",)
+        self.versions = {"torch": torch.__version__, "model_format": str(self.spec.format_version),
+                         "checkpoint_step": str(payload["step"])}
+
+    def _tensor(self, x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
+
+    def conditioned(self, cond: np.ndarray, wav: np.ndarray) -> DenoiseFn:
+        """``denoise(x_t, t)`` for one batch: cond (B, C+k, H, W) and wav (B, C+3k, H/2, W/2) go to the device once."""
+        cond_t, wav_t = self._tensor(cond), self._tensor(wav)
+        batch = cond.shape[0]
+
+        def run(x_t: np.ndarray, t: int) -> np.ndarray:
+            with torch.inference_mode():
+                tt = torch.full((batch,), int(t), dtype=torch.int64, device=self.device)  # (B,) original index
+                x0 = self.model(self._tensor(x_t), tt, cond_t, wav_t)  # (B, C, H, W)
+            return x0.cpu().numpy()
+        return run

@@ -1,0 +1,297 @@
+"""Export a training checkpoint's EMA denoiser to a self-describing ONNX file.
+
+    python -m export.to_onnx CKPT [-o OUT.onnx] [--fp16] [--opset 23] [--default-steps N] [--check]
+
+The graph is ``Denoiser.forward`` (x0 output; eps/v conversion happens inside), exported with the
+dynamo exporter with dynamic batch, height and width, and carries its ``ModelSpec`` in
+``metadata_props["ddrf"]``. Before a file is renamed into place, ONNX Runtime loads it and the graph
+it will really execute is inspected (no GroupNormalization left, the fused Attention present); with
+``--check`` it must also match PyTorch on real data. ``--fp16`` adds ``OUT.fp16.onnx`` (fp32 I/O).
+ORT's transformer optimizer is not used: its fusions are GPU-specific and the CPU graph must stay portable.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import logging
+import os
+import sys
+import tempfile
+import time
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Any, Sequence
+
+import onnx
+import onnxruntime as ort
+import torch
+from onnxruntime.transformers.float16 import convert_float_to_float16
+from onnxscript import opset23 as op
+from torch.export import Dim
+
+from ddrf_runtime.datasets import reduced_resolution_split
+from ddrf_runtime.errors import ConfigError, DdrfError, ModelError, OutputError
+from ddrf_runtime.model_spec import METADATA_KEY, ModelSpec
+from ddrf_runtime.session import INPUT_NAMES, Denoiser as OnnxDenoiser
+from ddrf_train.backend import TorchDenoiser
+from ddrf_train.checkpoint import load_denoiser
+from ddrf_train.config import ExperimentConfig
+from ddrf_train.diffusion import Denoiser
+from ddrf_train.spec import DEFAULT_OPSET, build_spec
+
+from .check import call_diffs, real_patches, sampling_diff
+
+PROG = "export.to_onnx"
+OUTPUT_NAME = "x0"
+MIN_OPSET = 23  # the first opset with ai.onnx Attention, which F.scaled_dot_product_attention lowers to
+FP32_CALL_TOL, FP16_CALL_TOL, SAMPLING_TOL = 1e-4, 2e-2, 1e-3  # max |diff|: x0 per call / fused image (normalised)
+# Node metadata the exporter adds that only bloats the file and leaks local paths (name scopes are kept:
+# profilers and the tests use them to tell which module a node came from).
+_DROPPED_NODE_METADATA = ("pkg.torch.onnx.stack_trace", "pkg.torch.onnx.fx_node")
+_TIME_EMBEDDING_SCOPE = "'net.time'"  # in a node's name_scopes: the sinusoidal timestep embedding
+
+
+def _say(message: str) -> None:
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
+def group_norm(x, num_groups: int, weight=None, bias=None, eps: float = 1e-5, cudnn_enabled: bool = True):
+    """aten.group_norm as InstanceNormalization over (B, G, C/G·H·W), then the per-channel affine.
+
+    The default lowering emits ai.onnx GroupNormalization, which ONNX Runtime has no kernel for and expands
+    into many small ops; InstanceNormalization is native on every provider. Tensor arguments are left
+    unannotated: the exporter reads annotations to tell attributes (num_groups, eps) from inputs.
+    """
+    shape = op.Shape(x)  # (B, C, H, W)
+    grouped = op.Reshape(x, op.Concat(op.Shape(x, start=0, end=1), op.Constant(value_ints=[num_groups, -1]), axis=0))
+    ones = op.Constant(value_floats=[1.0] * num_groups)
+    zeros = op.Constant(value_floats=[0.0] * num_groups)
+    y = op.Reshape(op.InstanceNormalization(grouped, ones, zeros, epsilon=eps), shape)  # (B, C, H, W)
+    per_channel = op.Concat(op.Shape(x, start=1, end=2), op.Constant(value_ints=[1, 1]), axis=0)  # (C, 1, 1)
+    if weight is not None:
+        y = op.Mul(y, op.Reshape(weight, per_channel))
+    if bias is not None:
+        y = op.Add(y, op.Reshape(bias, per_channel))
+    return y
+
+
+def dynamic_shapes(size_multiple: int) -> dict[str, dict[int, Any]]:
+    """Batch, height and width free; height and width multiples of ``size_multiple`` (wav: half of them)."""
+    batch, rows, cols = Dim("batch", min=1), Dim("rows", min=1), Dim("cols", min=1)  # rows = H / size_multiple
+    m, half = size_multiple, size_multiple // 2
+    image = {0: batch, 2: m * rows, 3: m * cols}
+    return {"x_t": image, "t": {0: batch}, "cond": image, "wav": {0: batch, 2: half * rows, 3: half * cols}}
+
+
+def example_inputs(config: ExperimentConfig) -> tuple[torch.Tensor, ...]:
+    """Tracing inputs: batch 2 and 3×5 size multiples, all distinct so no dynamic axes get unified."""
+    m, c, k = config.model.size_multiple, config.model.bands, config.model.guide_bands
+    h, w = 3 * m, 5 * m
+    return (torch.randn(2, c, h, w), torch.tensor([0, config.diffusion.timesteps - 1]),  # x_t, t
+            torch.rand(2, c + k, h, w), torch.rand(2, c + 3 * k, h // 2, w // 2))  # cond, wav
+
+
+def export_graph(model: Denoiser, config: ExperimentConfig, opset: int) -> onnx.ModelProto:
+    """The dynamo export of ``model`` (eval mode) with named I/O and the GroupNorm translation."""
+    quiet = logging.getLogger("torch.onnx")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # "torchvision is not installed" registry notes
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*axis name.*will not be used")  # x_t/cond share axes
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            program = torch.onnx.export(
+                model.eval(), example_inputs(config), input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME],
+                dynamic_shapes=dynamic_shapes(config.model.size_multiple), dynamo=True, opset_version=opset,
+                custom_translation_table={torch.ops.aten.group_norm.default: group_norm}, verbose=False)
+    finally:
+        quiet.setLevel(level)
+    graph = program.model_proto
+    for node in graph.graph.node:
+        keep = [p for p in node.metadata_props if p.key not in _DROPPED_NODE_METADATA]
+        del node.metadata_props[:]
+        node.metadata_props.extend(keep)
+    return graph
+
+
+def annotate(graph: onnx.ModelProto, spec: ModelSpec, checkpoint: Path, step: int) -> None:
+    """The ddrf ModelSpec plus the standard producer/doc fields (ORT reports model_version as the step)."""
+    onnx.helper.set_model_props(graph, {METADATA_KEY: spec.to_json()})
+    try:
+        ddrf_version = importlib.metadata.version("ddrf")
+    except importlib.metadata.PackageNotFoundError:
+        ddrf_version = "unknown"
+    graph.producer_name = "ddrf export.to_onnx"
+    graph.producer_version = f"{ddrf_version} (torch {torch.__version__})"
+    graph.model_version = step
+    graph.graph.name = "ddrf_denoiser"
+    graph.doc_string = (
+        f"DDRF pansharpening denoiser x0 = f(x_t, t, cond, wav) for {len(spec.bands)} bands "
+        f"({', '.join(spec.bands)}), ratio {spec.ratio}; EMA weights of {checkpoint.name} at step {step}. "
+        f"See metadata_props['{METADATA_KEY}'].")
+
+
+def to_fp16(graph: onnx.ModelProto) -> onnx.ModelProto:
+    """fp16 weights and activations with fp32 I/O; the timestep embedding stays fp32.
+
+    t·freq reaches T−1 radians, where fp16's spacing (0.25 at 256..512) puts the sinusoids off by up to
+    0.2 (measured at T = 500); the embedding is a handful of tiny ops, so fp32 there costs nothing.
+    """
+    block = [n.name for n in graph.graph.node
+             if any(p.key == "pkg.torch.onnx.name_scopes" and _TIME_EMBEDDING_SCOPE in p.value
+                    for p in n.metadata_props)]
+    copy = onnx.ModelProto()
+    copy.CopyFrom(graph)
+    return convert_float_to_float16(copy, keep_io_types=True, node_block_list=block)
+
+
+def op_counts(graph: onnx.ModelProto) -> Counter[str]:
+    """Node count per op type; ops outside ai.onnx are prefixed with their domain."""
+    return Counter(n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}" for n in graph.graph.node)
+
+
+def ort_op_counts(path: Path, threads: int | None, name: Path | None = None) -> Counter[str]:
+    """Op counts of the graph ONNX Runtime really runs on CPU, after its own fusions and layout changes.
+
+    ``name`` is the file errors name (the final name of a temporary ``path``)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        options = ort.SessionOptions()
+        options.optimized_model_filepath = str(Path(tmp) / "optimised.onnx")
+        options.log_severity_level = 3  # the optimised file is hardware-specific (NCHWc): we only read it
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        try:
+            ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # ORT raises its own exception types, all plain Exceptions
+            raise ModelError(f"ONNX Runtime cannot load the export ({e})", str(name or path)) from None
+        return op_counts(onnx.load(options.optimized_model_filepath))
+
+
+def _count(counts: Counter[str], op_type: str) -> int:
+    return sum(n for name, n in counts.items() if name.rsplit(".", 1)[-1] == op_type)
+
+
+def verify_runtime_graph(path: Path, final: Path, threads: int | None) -> Counter[str]:
+    """Fail unless ORT's optimised graph of ``path`` (to become ``final``) has no GroupNormalization and
+    the fused Attention."""
+    counts = ort_op_counts(path, threads, final)
+    _say(f"{final.name}: ONNX Runtime CPU graph: {_format_counts(counts)}")
+    if _count(counts, "GroupNormalization"):
+        raise ModelError("GroupNormalization survived into the runtime graph", str(final))
+    if not _count(counts, "Attention"):
+        raise ModelError("no fused Attention in the runtime graph", str(final))
+    return counts
+
+
+def _format_counts(counts: Counter[str]) -> str:
+    return f"{sum(counts.values())} nodes: " + ", ".join(f"{k} {v}" for k, v in counts.most_common())
+
+
+def check_parity(checkpoint: Path, artifacts: Sequence[tuple[str, Path, float]], steps: int,
+                 threads: int | None) -> None:
+    """Per-call and whole-sampling comparison with PyTorch on real test-split patches; raise on a miss."""
+    reference = TorchDenoiser(checkpoint, "cpu", threads)
+    pairs = reduced_resolution_split(reference.config.train.family.value, "test")
+    patches = real_patches(pairs, reference.spec.size_multiple)
+    if not patches:
+        raise ModelError(f"no test pair of family {reference.config.train.family.value!r} holds a "
+                         f"{reference.spec.size_multiple}-pixel patch to check with", str(checkpoint))
+    failures = []
+    for label, path, tol in artifacts:
+        candidate = OnnxDenoiser(path, "cpu", threads)
+        worst = 0.0
+        for patch, t, diff in call_diffs(reference, candidate, patches):
+            _say(f"check {label}: {patch} t={t}: max |Δx0| = {diff:.2e}")
+            worst = max(worst, diff)
+        if worst > tol:
+            failures.append(f"{label} per-call max |Δx0| {worst:.2e} > {tol:g}")
+        if label == "fp32":
+            diff = sampling_diff(reference.model, candidate, patches[-1], steps)
+            _say(f"check {label}: {steps}-step DDIM on {patches[-1].label}: max |Δfused| = {diff:.2e} (normalised)")
+            if diff > SAMPLING_TOL:
+                failures.append(f"{label} {steps}-step sampling max |Δfused| {diff:.2e} > {SAMPLING_TOL:g}")
+    if failures:
+        raise ModelError("parity check failed: " + "; ".join(failures), str(checkpoint))
+
+
+def fp16_path(out: Path) -> Path:
+    return out.with_suffix(".fp16.onnx")
+
+
+def _write_temp(graph: onnx.ModelProto, final: Path) -> Path:
+    """Save next to ``final`` under a hidden per-process name (renamed into place only once verified)."""
+    tmp = final.parent / f".{final.name}.{os.getpid()}.tmp"
+    try:
+        onnx.save(graph, tmp)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write the model ({e.strerror or e})", str(final)) from None
+    return tmp
+
+
+def export(checkpoint: Path, out: Path, *, fp16: bool = False, opset: int = DEFAULT_OPSET, default_steps: int = 1,
+           check: bool = False, check_steps: int = 5, threads: int | None = None) -> list[Path]:
+    """Export, verify (and optionally check) ``checkpoint``; return the files written (fp32, then fp16)."""
+    if opset < MIN_OPSET:
+        raise ConfigError(f"--opset must be >= {MIN_OPSET} (the fused Attention op), got {opset}")
+    if out.resolve() == checkpoint.resolve():
+        raise ConfigError("the output would overwrite the checkpoint", str(out))
+    model, config, payload = load_denoiser(checkpoint)
+    steps_ok = 1 <= default_steps <= config.diffusion.timesteps and 1 <= check_steps <= config.diffusion.timesteps
+    if not steps_ok:
+        raise ConfigError(f"--default-steps and --check-steps must be in 1..{config.diffusion.timesteps}",
+                          str(checkpoint))
+    if threads is not None:
+        torch.set_num_threads(threads)
+    spec = build_spec(config, payload, checkpoint, default_steps, opset)
+    step = int(payload["step"])
+    n_params = sum(p.numel() for p in model.parameters())
+    _say(f"exporting EMA weights of {checkpoint} (step {step}, {n_params:,} parameters, opset {opset})")
+    start = time.perf_counter()
+    graph = export_graph(model, config, opset)
+    annotate(graph, spec, checkpoint, step)
+    _say(f"exported in {time.perf_counter() - start:.1f} s: {_format_counts(op_counts(graph))}")
+
+    artifacts = [("fp32", out, graph, FP32_CALL_TOL)]
+    if fp16:
+        artifacts.append(("fp16", fp16_path(out), to_fp16(graph), FP16_CALL_TOL))
+    temps: dict[str, Path] = {}
+    try:
+        for label, final, g, _ in artifacts:
+            temps[label] = _write_temp(g, final)
+            verify_runtime_graph(temps[label], final, threads)
+        if check:
+            check_parity(checkpoint, [(label, temps[label], tol) for label, _, _, tol in artifacts], check_steps,
+                         threads)
+        for label, final, _, _ in artifacts:
+            os.replace(temps.pop(label), final)
+            _say(f"wrote {final} ({final.stat().st_size / 2**20:.2f} MiB)")
+    finally:
+        for tmp in temps.values():
+            tmp.unlink(missing_ok=True)
+    return [final for _, final, _, _ in artifacts]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", type=Path, help="training checkpoint (.pt); its EMA weights are exported")
+    parser.add_argument("-o", "--output", type=Path, help="output .onnx (default: the checkpoint's name, .onnx)")
+    parser.add_argument("--fp16", action="store_true", help="also write OUT.fp16.onnx (fp16 inside, fp32 I/O)")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (>= {MIN_OPSET})")
+    parser.add_argument("--default-steps", type=int, default=1, help="DDIM steps the runtime uses by default")
+    parser.add_argument("--check", action="store_true", help="compare with PyTorch on real test-split patches")
+    parser.add_argument("--check-steps", type=int, default=5, help="DDIM steps of the --check sampling comparison")
+    parser.add_argument("--threads", type=int, help="intra-op threads for torch and ONNX Runtime")
+    args = parser.parse_args(argv)
+    try:
+        export(args.checkpoint, args.output or args.checkpoint.with_suffix(".onnx"), fp16=args.fp16, opset=args.opset,
+               default_steps=args.default_steps, check=args.check, check_steps=args.check_steps, threads=args.threads)
+    except DdrfError as e:
+        print(f"{PROG}: error: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""ONNX export: graph structure, linear-memory cross-attention, parity with PyTorch, dynamic shapes,
+metadata, the fp16 artifact, CLI errors, and the torch backend against the exported graph.
+
+One tiny model (configs/tiny_test.toml, four levels) with randomised weights is exported once for the module:
+zero-initialised output layers would make every parity check trivially exact.
+"""
+import dataclasses
+import re
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxscript")
+
+import onnxruntime as ort  # noqa: E402
+import rasterio  # noqa: E402
+
+from ddrf_runtime.backends import Backend  # noqa: E402
+from ddrf_runtime.datasets import Region, load_scene, reduced_resolution  # noqa: E402
+from ddrf_runtime.model_spec import METADATA_KEY, ModelSpec  # noqa: E402
+from ddrf_runtime.pipeline import FuseOptions, fuse_arrays  # noqa: E402
+from ddrf_runtime.scene import SceneConfig, fuse_scene  # noqa: E402
+from ddrf_runtime.session import Denoiser as OnnxDenoiser, Device  # noqa: E402
+from ddrf_train.backend import TorchDenoiser  # noqa: E402
+from ddrf_train.checkpoint import read_checkpoint, save_checkpoint  # noqa: E402
+from ddrf_train.config import load_config  # noqa: E402
+from ddrf_train.diffusion import build_denoiser  # noqa: E402
+from ddrf_train.spec import build_spec  # noqa: E402
+from export.check import CHECK_SIZES, call_diffs, real_patches  # noqa: E402
+from export.to_onnx import FP16_CALL_TOL, FP32_CALL_TOL, fp16_path, main, op_counts, ort_op_counts  # noqa: E402
+
+from .test_train_config import CONFIGS  # noqa: E402
+
+# tiny_test.toml with four levels: self-attention runs at H/8, so 4×320×256 stays ~50 MB (at two levels, H/2,
+# its N² scores would need ~13 GB).
+_TINY = load_config(CONFIGS / "tiny_test.toml")
+CFG = dataclasses.replace(_TINY, model=dataclasses.replace(_TINY.model, channel_mults=(1, 1, 2, 2))).validate()
+SCOPES = "pkg.torch.onnx.name_scopes"
+CLASSES = "pkg.torch.onnx.class_hierarchy"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _restore_torch_threads():
+    """TorchDenoiser(threads=1) sets torch's process-wide thread count: give it back afterwards."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """(checkpoint, fp32 .onnx, fp16 .onnx) of a tiny randomised model, exported through the CLI."""
+    d = tmp_path_factory.mktemp("export")
+    torch.manual_seed(0)
+    model, ema = build_denoiser(CFG), build_denoiser(CFG)
+    with torch.no_grad():
+        for p in ema.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    ckpt = d / "tiny.pt"
+    save_checkpoint(ckpt, config=CFG, model=model, ema=ema, step=4)
+    out = d / "tiny.onnx"
+    assert main([str(ckpt), "-o", str(out), "--fp16", "--default-steps", "3", "--threads", "1"]) == 0
+    return ckpt, out, fp16_path(out)
+
+
+@pytest.fixture(scope="module")
+def backends(exported):
+    ckpt, out, _ = exported
+    return TorchDenoiser(ckpt, "cpu", 1), OnnxDenoiser(out, "cpu", 1)
+
+
+@pytest.fixture(scope="module")
+def patches(data_dir):
+    """Real held-out patches (64², 96×128, 128×96) from the GeoEye-1 and WorldView-2 test strips."""
+    pairs = [reduced_resolution(s, 4, Region(s, (192, 320)), 4) for s in ("ge1", "wv2")]
+    found = real_patches(pairs, CFG.model.size_multiple, CHECK_SIZES[:3])
+    assert {p.lms.shape[2] == p.lms.shape[3] for p in found} == {True, False}
+    return found
+
+
+def _scopes(node) -> str:
+    return next((p.value for p in node.metadata_props if p.key == SCOPES), "")
+
+
+def test_graph_has_fused_attention_and_softmax_only_in_cross_attention(exported):
+    _, out, _ = exported
+    graph = onnx.load(out)
+    counts = op_counts(graph)
+    assert counts["Attention"] >= 1 and counts["GroupNormalization"] == 0
+    attention = [_scopes(n) for n in graph.graph.node if n.op_type == "Attention"]
+    assert all("mid_attn" in s for s in attention)
+    softmax = [_scopes(n) for n in graph.graph.node if n.op_type == "Softmax"]
+    assert softmax and all(re.search(r"net\.dec\.\d+\.\d+\.attn'", s) for s in softmax)  # q and k of each block
+    assert len(softmax) == 2 * CFG.model.dec_blocks * CFG.model.levels
+    runtime = ort_op_counts(out, 1)  # what ONNX Runtime really runs after its own rewrites
+    assert runtime["Attention"] >= 1 and not any(k.endswith("GroupNormalization") for k in runtime)
+
+
+def test_cross_attention_never_materialises_a_positions_matrix(exported):
+    """Run at 256² with every cross-attention intermediate exposed, and bound each one's real size.
+
+    ONNX shape inference alone cannot prove this: its data propagation leaves the flattened-position
+    dimension of the computed Reshape targets unknown. The executed shapes are exact. A query-by-key
+    matrix at decoder level i has at least N_i·M_i elements (N_i query pixels, M_i wavelet pixels).
+    """
+    _, out, _ = exported
+    side, c, k = 256, CFG.model.bands, CFG.model.guide_bands
+    feeds = {"x_t": np.zeros((1, c, side, side), np.float32), "t": np.zeros(1, np.int64),
+             "cond": np.zeros((1, c + k, side, side), np.float32),
+             "wav": np.zeros((1, c + 3 * k, side // 2, side // 2), np.float32)}
+    graph = onnx.load(out)
+    for inp in graph.graph.input:  # static input shapes, so inference gives every intermediate its type
+        for dim, n in zip(inp.type.tensor_type.shape.dim, feeds[inp.name].shape):
+            dim.Clear()
+            dim.dim_value = n
+    del graph.graph.value_info[:]
+    graph = onnx.shape_inference.infer_shapes(graph, strict_mode=True)
+    types = {v.name: v for v in graph.graph.value_info}
+    watched = {}  # output name -> decoder level index j (net.dec.j)
+    for node in graph.graph.node:
+        if any(p.key == CLASSES and "WaveletCrossAttention" in p.value for p in node.metadata_props):
+            j = int(re.search(r"net\.dec\.(\d+)\.", _scopes(node)).group(1))
+            watched.update({o: j for o in node.output})
+    assert watched.keys() <= types.keys()  # every intermediate is typed, hence can be exposed and measured
+    graph.graph.output.extend(types[o] for o in watched)
+    session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    values = dict(zip(names, session.run(names, feeds)))
+    levels = CFG.model.levels
+    assert set(watched.values()) == set(range(levels))  # every decoder level was inspected
+    for name, j in watched.items():
+        i = levels - 1 - j
+        n_i = (side >> i) ** 2
+        m_i = (side >> max(i, 1)) ** 2  # levels 0 and 1 both read wav at H/2
+        assert values[name].size < n_i * m_i, (name, values[name].shape)
+
+
+def test_fp32_parity_on_real_patches(backends, patches):
+    diffs = [d for _, _, d in call_diffs(*backends, patches)]
+    assert len(diffs) == 3 * len(patches) and max(diffs) <= FP32_CALL_TOL
+
+
+@pytest.mark.parametrize("batch, rows, cols", [(1, 64, 64), (4, 320, 256)])
+def test_one_file_serves_any_batch_and_size(backends, batch, rows, cols):
+    torch_den, onnx_den = backends
+    c, k = CFG.model.bands, CFG.model.guide_bands
+    rng = np.random.default_rng(batch)
+    cond = rng.random((batch, c + k, rows, cols), np.float32)
+    wav = rng.random((batch, c + 3 * k, rows // 2, cols // 2), np.float32)
+    x_t = rng.standard_normal((batch, c, rows, cols), np.float32)
+    got = onnx_den.conditioned(cond, wav)(x_t, 17)
+    assert got.shape == x_t.shape and got.dtype == np.float32
+    assert np.abs(got - torch_den.conditioned(cond, wav)(x_t, 17)).max() <= FP32_CALL_TOL
+
+
+def test_metadata_round_trip_and_runtime_load(exported, backends):
+    ckpt, out, fp16 = exported
+    payload, config = read_checkpoint(ckpt)
+    expected = build_spec(config, payload, ckpt, default_steps=3)
+    stored = {p.key: p.value for p in onnx.load(out).metadata_props}
+    assert ModelSpec.from_json(stored[METADATA_KEY]) == expected
+    assert expected.bands == ("B", "G", "R", "NIR") and expected.ratio == 4 and expected.default_bit_depth == 11
+    assert expected.checkpoint_sha256 and expected.default_steps == 3
+    assert "4band train split" in expected.training_data
+    assert backends[1].spec == expected and OnnxDenoiser(fp16, "cpu", 1).spec == expected
+    assert backends[0].spec == build_spec(config, payload, ckpt)  # the torch backend: export defaults
+
+
+def test_fp16_artifact_runs_within_tolerance(exported, backends, patches):
+    fp16 = OnnxDenoiser(exported[2], "cpu", 1)
+    assert {i.type for i in fp16.session.get_inputs() if i.name != "t"} == {"tensor(float)"}
+    inits = {i.data_type for i in onnx.load(exported[2]).graph.initializer}
+    assert onnx.TensorProto.FLOAT16 in inits
+    assert max(d for _, _, d in call_diffs(backends[0], fp16, patches[:2])) <= FP16_CALL_TOL
+
+
+@pytest.mark.parametrize("content", [None, b"not a checkpoint"], ids=["missing", "garbage"])
+def test_bad_checkpoint_is_a_one_line_error(tmp_path, capsys, content):
+    ckpt = tmp_path / "bad.pt"
+    if content is not None:
+        ckpt.write_bytes(content)
+    assert main([str(ckpt), "-o", str(tmp_path / "x.onnx")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"export.to_onnx: error: {ckpt}: ")
+    assert not (tmp_path / "x.onnx").exists() and sorted(p.name for p in tmp_path.iterdir()) == (
+        ["bad.pt"] if content else [])
+
+
+def _scene_crop():
+    """A real 32×32-pixel MS (DN) and its 128×128 PAN from the GeoEye-1 test strip."""
+    scene = load_scene("ge1")
+    return scene.ms[40:72, 200:232], scene.pan[160:288, 800:928], scene.bit_depth
+
+
+def test_torch_backend_and_onnx_fuse_arrays_the_same(backends, data_dir):
+    ms, pan, bits = _scene_crop()
+    options = FuseOptions(steps=2, tile=64, overlap=16, batch=3, bit_depth=bits)
+    fused = [fuse_arrays(ms, pan, den, options) for den in backends]
+    assert np.abs(fused[0] - fused[1]).max() / (2.0**bits - 1) <= 1e-3  # normalised units
+
+
+def test_torch_backend_and_onnx_fuse_a_scene_the_same(exported, demo_crop, tmp_path):
+    """``ddrf-run --backend torch --model x.pt`` and the exported .onnx differ in the network alone."""
+    ckpt, out, _ = exported
+    fuse = FuseOptions(steps=2, tile=64, overlap=16, batch=3)
+    images = []
+    for backend, model in ((Backend.TORCH, ckpt), (Backend.ONNX, out)):
+        dst = tmp_path / f"{backend.value}.tif"
+        report = fuse_scene(*demo_crop, dst, SceneConfig(model=str(model), backend=backend, device=Device.CPU,
+                                                         fuse=fuse, threads=1))
+        with rasterio.open(dst) as ds:
+            images.append(ds.read().astype(np.float64))
+    assert report["providers"] == ["CPUExecutionProvider"]
+    assert np.abs(images[0] - images[1]).max() / (2.0 ** report["bit_depth"] - 1) <= 1e-3
