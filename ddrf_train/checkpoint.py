@@ -68,6 +68,7 @@ def save_checkpoint(path: str | Path, *, config: ExperimentConfig, model: Denois
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a checkpoint is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -103,3 +104,29 @@ def load_denoiser(path: str | Path, use_ema: bool = True) -> tuple[Denoiser, Exp
     except RuntimeError as e:
         raise ModelError(f"weights do not match the stored config ({e})", str(path)) from None
     return model.eval(), config, payload
+
+
+def release(src: str | Path, dst: str | Path) -> None:
+    """Write the deployable copy of a training checkpoint: EMA weights only, no optimizer or RNG state.
+
+    The EMA weights fill both weight slots (saved once: the tensors are shared), so the file loads
+    everywhere a training checkpoint does and is about a third of its size.
+    """
+    ema, config, payload = load_denoiser(src, use_ema=True)
+    save_checkpoint(dst, config=config, model=ema, ema=ema, step=payload["step"],
+                    extra={**payload["extra"], "released_from": Path(src).name})
+
+
+if __name__ == "__main__":
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m ddrf_train.checkpoint",
+                                     description="Write the EMA-only release copy of a training checkpoint.")
+    parser.add_argument("src", help="training checkpoint (e.g. runs/x/best.pt)")
+    parser.add_argument("dst", help="release checkpoint to write (e.g. models/ddrf_4band.pt)")
+    args = parser.parse_args()
+    try:
+        release(args.src, args.dst)
+    except (ModelError, ConfigError) as e:
+        sys.exit(f"{parser.prog}: error: {e}")

@@ -7,7 +7,7 @@ torch = pytest.importorskip("torch")
 
 from ddrf_runtime.datasets import Region, reduced_resolution  # noqa: E402
 from ddrf_runtime.errors import ConfigError, ModelError  # noqa: E402
-from ddrf_train.checkpoint import load_denoiser, read_checkpoint, save_checkpoint  # noqa: E402
+from ddrf_train.checkpoint import load_denoiser, read_checkpoint, release, save_checkpoint  # noqa: E402
 from ddrf_train.config import load_config  # noqa: E402
 from ddrf_train.diffusion import build_denoiser  # noqa: E402
 from ddrf_train.train import Trainer, main  # noqa: E402
@@ -94,3 +94,20 @@ def test_resume_refuses_a_different_model(tmp_path, pairs):
 def test_cli_reports_errors(tmp_path, capsys):
     assert main(["--config", str(tmp_path / "none.toml")]) == 2
     assert "ddrf-train: error:" in capsys.readouterr().err
+
+
+def test_release_keeps_only_the_ema_weights(tmp_path):
+    """The release copy loads like a checkpoint, holds the EMA weights, and drops optimizer/RNG state."""
+    config = load_config(CONFIGS / "tiny_test.toml")
+    torch.manual_seed(0)
+    model, ema = build_denoiser(config), build_denoiser(config)
+    opt = torch.optim.AdamW(model.parameters())
+    save_checkpoint(tmp_path / "full.pt", config=config, model=model, ema=ema, step=7, optimizer=opt)
+    release(tmp_path / "full.pt", tmp_path / "rel.pt")
+    loaded, _, payload = load_denoiser(tmp_path / "rel.pt")
+    assert payload["step"] == 7 and payload["optimizer"] is None and payload["rng"] is None
+    for a, b in zip(ema.state_dict().values(), loaded.state_dict().values()):
+        assert torch.equal(a, b)
+    raw, _, _ = load_denoiser(tmp_path / "rel.pt", use_ema=False)
+    for a, b in zip(ema.state_dict().values(), raw.state_dict().values()):
+        assert torch.equal(a, b)
