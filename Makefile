@@ -21,6 +21,7 @@ $(VENV)/.full: pyproject.toml | $(BIN)/python
 
 .PHONY: demo test
 demo: $(VENV)/.runtime
+	mkdir -p $(DEMO_OUT)
 	$(BIN)/ddrf-run data/demo/ms.tif --pan data/demo/pan.tif -o $(DEMO_OUT)/demo_ddrf.tif \
 	  --quicklook $(DEMO_OUT)/demo_quicklook.png --report $(DEMO_OUT)/demo_report.json --metrics --overwrite
 
