@@ -1,12 +1,14 @@
 """Fusion quality on the fixed test splits: reduced-resolution (Wald) and full-resolution metrics per method.
 
-    python -m benchmarks.quality [--family 4band|8band|all] [--methods EXP GSA ...] [--out benchmarks/results]
+    python -m benchmarks.quality [--family 4band|8band|hs_ms|hs_pan|all] [--methods EXP GSA ...] [--model M.onnx]
+                                 [--out benchmarks/results]
 
 Writes ``quality_<family>.md`` and ``.json`` (machine, versions, date, command) and prints the markdown.
 Every method is a *fuser*: a callable taking a ``datasets.Pair`` (fuse ``ms_lr`` with ``pan``) or a
 ``datasets.FullRes`` (fuse ``ms`` with ``pan``) and returning the fused H×W×C image in DN. The classical
-baselines are registered by default; a learned model joins the table by adding one entry to the mapping
-passed to ``evaluate`` (that is where a ``--model path.onnx`` option will plug in its runtime callable).
+baselines are registered by default; ``--model`` adds an exported model as the "DDRF" row of every family
+whose bands, guide bands and ratio it was trained for, fused by the runtime's ``fuse_arrays`` (default
+tiling and steps, seed 0, CPU).
 
 Protocol: fused images are clipped to [0, full scale] (what a delivered product holds; the DDRF runtime
 clips too), no border is cropped, metrics follow ``ddrf_runtime.metrics`` (toolbox semantics).
@@ -14,14 +16,8 @@ clips too), no border is cropped, metrics follow ``ddrf_runtime.metrics`` (toolb
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import subprocess
 import sys
 import time
-from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -29,6 +25,10 @@ import numpy as np
 
 from ddrf_runtime import baselines, datasets
 from ddrf_runtime.metrics import full_resolution_metrics, reduced_resolution_metrics
+from ddrf_runtime.pipeline import FuseOptions, fuse_arrays
+from ddrf_runtime.session import Denoiser
+
+from ._report import RESULTS_DIR, environment, environment_lines, markdown_table, write_results
 
 Sample = datasets.Pair | datasets.FullRes
 Fuser = Callable[[Sample], np.ndarray]
@@ -38,15 +38,31 @@ FULL = ("D_lambda", "D_s", "HQNR")
 _DECIMALS = {"SAM": 3, "ERGAS": 3, "Q2n": 4, "SCC": 4, "PSNR": 2, "D_lambda": 4, "D_s": 4, "HQNR": 4}
 _BETTER = {"SAM": "↓", "ERGAS": "↓", "Q2n": "↑", "SCC": "↑", "PSNR": "↑",
            "D_lambda": "↓", "D_s": "↓", "HQNR": "↑"}
-DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+
+
+def _ms(sample: Sample) -> np.ndarray:
+    """The image to fuse: the Wald-degraded MS of a Pair, the original MS of a FullRes."""
+    return sample.ms_lr if isinstance(sample, datasets.Pair) else sample.ms
 
 
 def classical_fuser(method: str) -> Fuser:
     """A baseline of ``ddrf_runtime.baselines`` as a fuser."""
     def fuse(sample: Sample) -> np.ndarray:
-        ms = sample.ms_lr if isinstance(sample, datasets.Pair) else sample.ms
-        return baselines.fuse(method, ms, sample.pan, sample.ratio, sample.sensor)
+        return baselines.fuse(method, _ms(sample), sample.pan, sample.ratio, sample.sensor)
     return fuse
+
+
+def model_fuser(denoiser: Denoiser) -> Fuser:
+    """An exported model as a fuser: the runtime's ``fuse_arrays`` at the sample's bit depth."""
+    def fuse(sample: Sample) -> np.ndarray:
+        return fuse_arrays(_ms(sample), sample.pan, denoiser, FuseOptions(bit_depth=sample.bit_depth))
+    return fuse
+
+
+def fits(denoiser: Denoiser, family: str) -> bool:
+    """Whether the model was trained for this family's bands, guide bands and ratio."""
+    fam, spec = datasets.FAMILIES[family], denoiser.spec
+    return (spec.bands, spec.guide_bands, spec.ratio) == (fam.bands, fam.guide_bands, fam.ratio)
 
 
 def default_methods() -> dict[str, Fuser]:
@@ -84,8 +100,9 @@ def evaluate(family: str, fusers: Mapping[str, Fuser]) -> dict:
     full = {f.name: _score(fusers, f) for f in datasets.full_resolution_split(family)}
     return {
         "family": family,
-        "ratio": datasets.FAMILY_RATIO,
-        "bands": datasets.FAMILY_BANDS[family],
+        "ratio": datasets.FAMILIES[family].ratio,
+        "bands": len(datasets.FAMILIES[family].bands),
+        "guide_bands": datasets.FAMILIES[family].guide_bands,
         "reduced": reduced,
         "reduced_mean": _summary(reduced),
         "full": full,
@@ -94,26 +111,26 @@ def evaluate(family: str, fusers: Mapping[str, Fuser]) -> dict:
 
 
 def _table(rows: Mapping[str, Mapping[str, object]], metrics: tuple[str, ...]) -> list[str]:
+    def cell(v: object, d: int) -> str:
+        return f"{v[0]:.{d}f} ± {v[1]:.{d}f}" if isinstance(v, list) else f"{v:.{d}f}"
     head = ["method", *(f"{k} {_BETTER[k]}" for k in metrics)]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for method, row in rows.items():
-        cells = []
-        for k in metrics:
-            v, d = row[k], _DECIMALS[k]
-            cells.append(f"{v[0]:.{d}f} ± {v[1]:.{d}f}" if isinstance(v, list) else f"{v:.{d}f}")
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    return lines
+    return markdown_table(head, ([method, *(cell(row[k], _DECIMALS[k]) for k in metrics)]
+                                 for method, row in rows.items()))
 
 
 def to_markdown(res: Mapping, env: Mapping) -> str:
     out = [
-        f"# Fusion quality, family {res['family']} ({res['bands']} bands, ratio {res['ratio']})", "",
-        f"`{env['command']}` — {env['date']}, {env['machine']['cpu']} ({env['machine']['cores']} cores), "
-        f"numpy {env['versions']['numpy']}", "",
+        f"# Fusion quality, family {res['family']} ({res['bands']} bands, {res['guide_bands']}-band guide, "
+        f"ratio {res['ratio']})", "",
+        *environment_lines(env), "",
         "Reduced resolution: Wald protocol on the held-out test regions (reference = original MS). "
         "Full resolution: original data, no reference. Fused images clipped to [0, full scale]; no border crop.",
     ]
+    if "model" in res:
+        out += ["", f"DDRF: `{res['model']['path']}` ({res['model']['training_data']})."]
     for key, title, metrics in (("reduced", "Reduced resolution", REDUCED), ("full", "Full resolution", FULL)):
+        if not res[key]:
+            continue  # e.g. hs_ms: HS and MS share one grid, so there is no full-resolution pair
         out += ["", f"## {title}"]
         for scene, rows in res[key].items():
             out += ["", f"### {scene}", "", *_table(rows, metrics)]
@@ -121,42 +138,25 @@ def to_markdown(res: Mapping, env: Mapping) -> str:
     return "\n".join(out) + "\n"
 
 
-def _environment(argv: list[str]) -> dict:
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        cpu = next((ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines()
-                    if ln.startswith("model name")), cpu)
-    versions = {p: metadata.version(p) for p in ("numpy", "scipy", "rasterio")}
-    versions["python"] = platform.python_version()
-    git = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
-                         cwd=Path(__file__).resolve().parent)
-    versions["ddrf_commit"] = git.stdout.strip() or None
-    return {
-        "command": " ".join(["python -m benchmarks.quality", *argv]),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform()},
-        "versions": versions,
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__.split("\n")[0])
     ap.add_argument("--family", choices=[*datasets.SPLITS, "all"], default="all")
     ap.add_argument("--methods", nargs="+", choices=baselines.METHODS, default=list(baselines.METHODS))
-    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--model", type=Path, help="exported .onnx: a DDRF row for the families it fits")
+    ap.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = ap.parse_args(argv)
     registry = default_methods()
     fusers = {m: registry[m] for m in args.methods}
-    env = _environment(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
+    denoiser = Denoiser(args.model, "cpu") if args.model else None
+    env = environment("quality", argv, ("numpy", "scipy", "rasterio", "onnxruntime"))
     for family in datasets.SPLITS if args.family == "all" else [args.family]:
-        res = evaluate(family, fusers)
-        md = to_markdown(res, env)
-        (args.out / f"quality_{family}.md").write_text(md)
-        (args.out / f"quality_{family}.json").write_text(json.dumps({**env, **res}, indent=1) + "\n")
-        print(md)
+        model = denoiser is not None and fits(denoiser, family)
+        res = evaluate(family, {**fusers, "DDRF": model_fuser(denoiser)} if model else fusers)
+        if model:
+            res["model"] = {"path": str(args.model), "training_data": denoiser.spec.training_data,
+                            "default_steps": denoiser.spec.default_steps}
+        write_results(f"quality_{family}", {**env, **res}, to_markdown(res, env), args.out)
     return 0
 
 

@@ -1,0 +1,309 @@
+"""GPU latency of the denoiser: PyTorch eager fp32/fp16 against ONNX Runtime CUDA fp32/fp16 with IO binding.
+
+    python -m benchmarks.gpu.latency --inputs benchmarks/gpu/inputs --out $OUT [--cpu-smoke] [--budget-s 420]
+
+Runs on the GPU box (torch + CUDA, onnxruntime-gpu, no rasterio) on what ``benchmarks.gpu.prepare`` wrote.
+Per call (batch 1/4/8 × tile 128/256/512, real demo tiles, t = T−1): inputs and outputs stay on the device
+(torch: CUDA tensors, fp16 = ``torch.autocast``; ONNX Runtime: IO binding of every input and the output, fp16 =
+the ``.fp16.onnx`` export with fp32 I/O); each call ends with a device synchronisation; median of repeats after
+a warm-up. Every variant is first compared with the PyTorch CPU fp32 anchor and is not timed if it disagrees.
+Per sampling run: ``--steps`` DDIM steps over the 4 prepared 512² tiles through the product paths:
+``ddrf_runtime.session.Denoiser`` (IO binding, DDIM update on the host) and ``ddrf_train.sample`` (all on the
+device). Results are rewritten after every section, so a run cut short keeps what it measured.
+``--cpu-smoke`` runs the same code on the CPU at small sizes: a test of this script, not a benchmark.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+import traceback
+from itertools import product
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+import onnxruntime as ort  # after torch: with preload_dlls, ORT's CUDA provider uses torch's CUDA libraries
+
+from ddrf_runtime.model_spec import METADATA_KEY, ModelSpec
+from ddrf_runtime.sampler import sample_ddim
+from ddrf_runtime.schedule import ddim_timesteps
+from ddrf_runtime.session import CPU_EP, CUDA_EP, Denoiser
+from ddrf_train import sample
+from ddrf_train.checkpoint import load_denoiser
+
+from .._fixtures import image_difference
+from .._report import environment, environment_lines, markdown_table, median_seconds, say
+
+NAME = "gpu.latency"
+GRID = tuple(product((1, 4, 8), (128, 256, 512)))  # (batch, tile)
+SMOKE_GRID = ((1, 32), (2, 32))  # --cpu-smoke: 1 thread, 2 repeats, at most 2 steps
+TOLERANCE = {"fp32": 1e-3, "fp16": 2e-3}  # max |Δ| vs the CPU anchor, fused-image units (fp32 convs use TF32)
+RESULT = "gpu_latency"
+
+
+def crop(cond: np.ndarray, wav: np.ndarray, tile: int) -> tuple[np.ndarray, np.ndarray]:
+    """The top-left tile² of every prepared tile: DB1 blocks start at 0, so the wav crop is the crop's wav."""
+    return (np.ascontiguousarray(cond[..., :tile, :tile]),
+            np.ascontiguousarray(wav[..., :tile // 2, :tile // 2]))
+
+
+def batch_of(a: np.ndarray, batch: int) -> np.ndarray:
+    """``batch`` tiles from the prepared ones, repeated in order when more are asked for."""
+    return np.ascontiguousarray(a[np.arange(batch) % a.shape[0]])
+
+
+class Runner:
+    """One variant (runtime × precision): ``prepare(x_t, t, cond, wav)`` → a call that leaves x0 on the device."""
+
+    def __init__(self, runtime: str, precision: str, prepare: Callable, fetch: Callable) -> None:
+        self.runtime, self.precision, self.prepare, self.fetch = runtime, precision, prepare, fetch
+
+
+def torch_runner(model: torch.nn.Module, device: torch.device, precision: str) -> Runner:
+    def prepare(*arrays: np.ndarray) -> Callable[[], torch.Tensor]:
+        x_t, t, cond, wav = (torch.from_numpy(a).to(device) for a in arrays)
+        autocast = (torch.autocast(device.type, dtype=torch.float16) if precision == "fp16"
+                    else contextlib.nullcontext())
+
+        def call() -> torch.Tensor:
+            with torch.inference_mode(), autocast:
+                return model(x_t, t, cond, wav)
+        return call
+    return Runner("torch", precision, prepare, lambda out: out.float().cpu().numpy())
+
+
+def ort_runner(path: Path, device: str, precision: str) -> Runner:
+    """An InferenceSession on ``device`` with all inputs and the output bound to device memory."""
+    providers = [CUDA_EP, CPU_EP] if device == "cuda" else [CPU_EP]
+    session = ort.InferenceSession(str(path), providers=providers)
+    if session.get_providers()[0] != providers[0]:
+        raise RuntimeError(f"ONNX Runtime fell back to {session.get_providers()[0]} (CUDA libraries missing?)")
+    output = session.get_outputs()[0].name
+
+    def prepare(*arrays: np.ndarray) -> Callable[[], ort.IOBinding]:
+        binding = session.io_binding()
+        for name, a in zip(("x_t", "t", "cond", "wav"), arrays):
+            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(a, device, 0))
+        binding.bind_output(output, device, 0)
+
+        def call() -> ort.IOBinding:
+            session.run_with_iobinding(binding)
+            return binding
+        return call
+    return Runner("onnxruntime", precision, prepare, lambda b: b.copy_outputs_to_cpu()[0].astype(np.float32))
+
+
+class Bench:
+    """State of one run: inputs, variants, the report (rewritten to ``out`` after every section)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args, self.t0 = args, time.perf_counter()
+        self.device = "cpu" if args.cpu_smoke else "cuda"
+        self.torch_device = torch.device(self.device)
+        if self.device == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed shapes per configuration: let cuDNN pick kernels
+        else:
+            torch.set_num_threads(1)
+        inputs = args.inputs
+        meta = json.loads((inputs / "meta.json").read_text())
+        self.cond, self.wav = np.load(inputs / "cond.npy"), np.load(inputs / "wav.npy")
+        self.anchor = (np.load(inputs / "anchor_x_t.npy"), np.load(inputs / "anchor_x0.npy"), meta["anchor_t"],
+                       meta["anchor_tile"])
+        session = ort.InferenceSession(str(inputs / "model.onnx"), providers=[CPU_EP])
+        self.spec = ModelSpec.from_json(session.get_modelmeta().custom_metadata_map[METADATA_KEY])
+        model, _, _ = load_denoiser(inputs / "model.pt")
+        self.model = model.to(self.torch_device)
+        self.runners: list[Runner] = []
+        self.failures: dict[str, str] = {}
+        for label, make in (
+                ("torch fp32", lambda: torch_runner(self.model, self.torch_device, "fp32")),
+                ("torch fp16", lambda: torch_runner(self.model, self.torch_device, "fp16")),
+                ("onnxruntime fp32", lambda: ort_runner(inputs / "model.onnx", self.device, "fp32")),
+                ("onnxruntime fp16", lambda: ort_runner(inputs / "model.fp16.onnx", self.device, "fp16"))):
+            try:
+                self.runners.append(make())
+            except Exception as e:  # one broken variant must not cost the others' numbers
+                self.failures[label] = f"{type(e).__name__}: {e}"
+        device_name = torch.cuda.get_device_name(0) if self.device == "cuda" else "CPU (smoke test)"
+        self.report = {**environment(NAME, sys.argv[1:], ("torch", "onnxruntime", "onnxruntime-gpu", "numpy")),
+                       "device": device_name, "cpu_smoke": args.cpu_smoke, "inputs": meta,
+                       "ort_providers": ort.get_available_providers(), "failures": self.failures,
+                       "parity": [], "calls": [], "sampling": []}
+
+    def sync(self) -> None:
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+
+    def over_budget(self) -> bool:
+        return time.perf_counter() - self.t0 > self.args.budget_s
+
+    def save(self) -> None:
+        out = self.args.out
+        out.mkdir(parents=True, exist_ok=True)
+        self.report["elapsed_s"] = round(time.perf_counter() - self.t0, 1)
+        (out / f"{RESULT}.json").write_text(json.dumps(self.report, indent=1, default=str) + "\n")
+        (out / f"{RESULT}.md").write_text(to_markdown(self.report))
+
+    def parity(self) -> None:
+        """Each variant against the CPU fp32 anchor; variants outside tolerance are dropped from timing."""
+        x_t, x0, t, tile = self.anchor
+        if self.args.cpu_smoke:
+            tile = min(tile, SMOKE_GRID[0][1])
+            x_t, x0 = x_t[..., :tile, :tile], None
+        cond, wav = crop(self.cond[:1], self.wav[:1], tile)
+        feeds = (np.ascontiguousarray(x_t), np.array([t], np.int64), cond, wav)
+        outputs = {}
+        for r in self.runners:
+            try:
+                outputs[(r.runtime, r.precision)] = r.fetch(r.prepare(*feeds)())
+            except Exception as e:  # recorded; the variant is not timed
+                self.failures[f"{r.runtime} {r.precision}"] = f"{type(e).__name__}: {e}"
+        reference = x0 if x0 is not None else outputs[("torch", "fp32")]  # smoke: crops are not the anchor
+        kept = []
+        for r in self.runners:
+            if (r.runtime, r.precision) not in outputs:
+                continue
+            diff = image_difference(self.spec, outputs[(r.runtime, r.precision)], reference)
+            ok = diff <= TOLERANCE[r.precision]
+            self.report["parity"].append({"runtime": r.runtime, "precision": r.precision, "tile": tile,
+                                          "max_abs_diff_image": diff, "tolerance": TOLERANCE[r.precision], "agree": ok})
+            say(NAME, f"parity {r.runtime} {r.precision}: {diff:.1e} ({'ok' if ok else 'FAIL'})")
+            if ok:
+                kept.append(r)
+        self.runners = kept
+
+    def calls(self) -> None:
+        repeats = self.args.repeats
+        for batch, tile in SMOKE_GRID if self.args.cpu_smoke else GRID:
+            cond, wav = crop(batch_of(self.cond, batch), batch_of(self.wav, batch), tile)
+            x_t = np.random.default_rng(batch * 1000 + tile).standard_normal(
+                (batch, self.spec.num_bands, tile, tile), dtype=np.float32)
+            feeds = (x_t, np.full(batch, self.spec.timesteps - 1, np.int64), cond, wav)
+            for r in self.runners:
+                row = {"runtime": r.runtime, "precision": r.precision, "batch": batch, "tile": tile, "median_s": None}
+                if self.over_budget():
+                    row["skipped"] = "time budget"
+                else:
+                    try:
+                        call = r.prepare(*feeds)
+                        row["median_s"] = median_seconds(lambda: (call(), self.sync()), repeats,
+                                                         warmup=1 if self.args.cpu_smoke else 3)
+                        say(NAME, f"{r.runtime} {r.precision} batch {batch} tile {tile}: "
+                                  f"{1e3 * row['median_s']:.2f} ms")
+                    except Exception as e:  # e.g. out of memory: record it, go on
+                        row["error"] = f"{type(e).__name__}: {e}"
+                self.report["calls"].append(row)
+            self.save()
+
+    def sampling(self) -> None:
+        """``steps`` DDIM steps over the prepared tiles through the runtime's Denoiser and ddrf_train.sample."""
+        steps, tile = self.args.steps, (SMOKE_GRID[0][1] if self.args.cpu_smoke else self.cond.shape[-1])
+        cond, wav = crop(self.cond, self.wav, tile)
+        c = self.spec.num_bands
+        noise = np.random.default_rng(0).standard_normal((cond.shape[0], c, tile, tile), dtype=np.float32)
+        timesteps, alphas = ddim_timesteps(self.spec.timesteps, steps), self.spec.alphas_cumprod()
+        fused = {}
+
+        def onnx_path(precision: str) -> Callable[[], np.ndarray]:
+            path = self.args.inputs / ("model.onnx" if precision == "fp32" else "model.fp16.onnx")
+            denoiser = Denoiser(path, self.device)
+            return lambda: self.spec.target.decode(
+                sample_ddim(denoiser.conditioned(cond, wav), noise, timesteps, alphas), cond[:, :c])
+
+        def torch_path(precision: str) -> Callable[[], np.ndarray]:
+            lms, guide, x = (torch.from_numpy(a).to(self.torch_device) for a in (cond[:, :c], cond[:, c:], noise))
+            autocast = (torch.autocast(self.device, dtype=torch.float16) if precision == "fp16"
+                        else contextlib.nullcontext())
+
+            def run() -> np.ndarray:
+                with autocast:
+                    return sample(self.model, lms, guide, steps, noise=x).float().cpu().numpy()
+            return run
+
+        for runtime, make in (("onnxruntime", onnx_path), ("torch", torch_path)):
+            for precision in ("fp32", "fp16"):
+                row = {"path": f"{runtime} {precision}", "steps": steps, "tiles": cond.shape[0], "tile": tile}
+                if self.over_budget():
+                    row["skipped"] = "time budget"
+                else:
+                    try:
+                        run = make(precision)
+                        fused[row["path"]] = run()  # warm-up, and the result compared below
+                        row["seconds"] = median_seconds(lambda: (run(), self.sync()), self.args.sampling_repeats,
+                                                        warmup=0)
+                        say(NAME, f"sampling {row['path']}: {row['seconds']:.3f} s for {steps} steps")
+                    except Exception as e:
+                        row["error"] = f"{type(e).__name__}: {e}"
+                self.report["sampling"].append(row)
+        reference = fused.get("torch fp32")
+        for row in self.report["sampling"]:
+            if reference is not None and row["path"] in fused:
+                row["max_abs_diff_vs_torch_fp32"] = float(np.abs(fused[row["path"]] - reference).max())
+        self.save()
+
+
+def to_markdown(r: dict) -> str:
+    lines = [f"# GPU latency: PyTorch eager vs ONNX Runtime{' (CPU SMOKE TEST — not a benchmark)' * r['cpu_smoke']}",
+             "", *environment_lines(r), f"- device: {r['device']}; ORT providers available: "
+             f"{', '.join(r['ort_providers'])}", f"- inputs: {r['inputs']['source']}, step "
+             f"{r['inputs']['checkpoint_step']}; elapsed {r.get('elapsed_s', 0):.0f} s", ""]
+    for label, error in r["failures"].items():
+        lines.append(f"- **{label} unavailable**: {error}")
+    lines += ["", "## Parity with the PyTorch CPU fp32 anchor (fused-image units)", ""]
+    lines += markdown_table(["runtime", "precision", "tile", "max |Δ|", "tolerance", "agree"],
+                            ((p["runtime"], p["precision"], p["tile"], f"{p['max_abs_diff_image']:.1e}",
+                              p["tolerance"], "yes" if p["agree"] else "**no**") for p in r["parity"]))
+    lines += ["", "## Per call (device-resident inputs and outputs, median ms)", ""]
+    cells = {(c["batch"], c["tile"], c["runtime"], c["precision"]): c for c in r["calls"]}
+    variants = sorted({(c["runtime"], c["precision"]) for c in r["calls"]})
+    configs = sorted({(c["batch"], c["tile"]) for c in r["calls"]})
+
+    def ms(c: dict) -> str:
+        return f"{1e3 * c['median_s']:.2f}" if c.get("median_s") else c.get("skipped") or c.get("error", "—")[:40]
+    lines += markdown_table(["batch", "tile", *(f"{rt} {p}" for rt, p in variants)],
+                            ((b, t, *(ms(cells[(b, t, rt, p)]) for rt, p in variants)) for b, t in configs))
+    if r["sampling"]:
+        lines += ["", "## Sampling runs (product paths)", ""]
+        lines += markdown_table(["path", "steps", "tiles", "s", "max |Δ| vs torch fp32"],
+                                ((s["path"], s["steps"], f"{s['tiles']}×{s['tile']}²",
+                                  f"{s['seconds']:.3f}" if "seconds" in s else s.get("skipped") or s.get("error"),
+                                  f"{s['max_abs_diff_vs_torch_fp32']:.1e}" if "max_abs_diff_vs_torch_fp32" in s
+                                  else "—") for s in r["sampling"]))
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog=f"python -m benchmarks.{NAME}", description=__doc__.splitlines()[0])
+    ap.add_argument("--inputs", type=Path, default=Path(__file__).resolve().parent / "inputs")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--cpu-smoke", action="store_true", help="run on the CPU at tiny sizes (tests the script)")
+    ap.add_argument("--repeats", type=int, default=20, help="timed calls per configuration")
+    ap.add_argument("--steps", type=int, default=10, help="DDIM steps of the sampling runs")
+    ap.add_argument("--budget-s", type=float, default=420.0, help="stop starting new measurements after this")
+    args = ap.parse_args(sys.argv[1:] if argv is None else argv)
+    args.sampling_repeats = 3
+    if args.cpu_smoke:  # a test of the script: keep it short
+        args.repeats, args.steps, args.sampling_repeats = 2, min(args.steps, 2), 1
+    else:
+        if not torch.cuda.is_available():
+            raise SystemExit(f"{NAME}: torch has no CUDA here; use --cpu-smoke to test the script")
+        if hasattr(ort, "preload_dlls"):
+            ort.preload_dlls()  # CUDA/cuDNN from torch's wheels, for ORT's CUDA provider
+    bench = Bench(args)
+    for section in (bench.parity, bench.calls, bench.sampling):
+        try:
+            section()
+        except Exception:  # keep what was measured; the traceback goes into the report
+            bench.report.setdefault("errors", []).append(traceback.format_exc())
+        bench.save()
+    print(to_markdown(bench.report), end="")
+    return 1 if bench.report.get("errors") or bench.failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

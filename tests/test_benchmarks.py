@@ -1,0 +1,80 @@
+"""The benchmark helpers whose numbers the results rest on: FLOP counting and the memory mosaics."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+torch = pytest.importorskip("torch")
+rasterio = pytest.importorskip("rasterio")
+
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from benchmarks.memory import mirror_tile, write_mosaic  # noqa: E402
+from benchmarks.roofline import onnx_flops, torch_flops  # noqa: E402
+
+# Hand counts, 2 FLOPs per multiply-add.
+CONV = 2 * (4 * 8 * 8) * (3 * 3 * 3)  # out (1, 4, 8, 8), weight (4, 3, 3, 3)
+GROUPED_CONV = 2 * (4 * 4 * 4) * (2 * 1 * 1)  # out (1, 4, 4, 4) with stride 2, weight (4, 2, 1, 1), 2 groups
+MATMUL = 2 * (2 * 5 * 7) * 6  # (2, 5, 6) @ (6, 7)
+GEMM = 2 * (1 * 3) * 6  # (1, 6) @ (3, 6)ᵀ
+ATTENTION = 2 * 1 * 2 * 4 * 6 * (8 + 5)  # Q (1, 2, 4, 8), K (1, 2, 6, 8), V (1, 2, 6, 5)
+
+
+def _graph() -> onnx.ModelProto:
+    rng = np.random.default_rng(0)
+    init = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n) for n, s in
+            (("w", (4, 3, 3, 3)), ("wg", (4, 2, 1, 1)), ("m", (6, 7)), ("g", (3, 6)))]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["y", "wg"], ["yg"], strides=[2, 2], group=2),
+             helper.make_node("MatMul", ["a", "m"], ["am"]),
+             helper.make_node("Gemm", ["b", "g"], ["bg"], transB=1),
+             helper.make_node("Attention", ["q", "k", "v"], ["att"])]
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in
+              (("x", (1, 3, 8, 8)), ("a", (2, 5, 6)), ("b", (1, 6)), ("q", (1, 2, 4, 8)), ("k", (1, 2, 6, 8)),
+               ("v", (1, 2, 6, 5)))]
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("yg", "am", "bg", "att")]
+    graph = helper.make_graph(nodes, "hand", inputs, outputs, init)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23)])
+
+
+def test_onnx_flops_match_hand_counts() -> None:
+    model = _graph()
+    rng = np.random.default_rng(1)
+    feeds = {i.name: rng.standard_normal([d.dim_value for d in i.type.tensor_type.shape.dim]).astype(np.float32)
+             for i in model.graph.input}
+    assert onnx_flops(model, feeds) == {"Conv": CONV + GROUPED_CONV, "MatMul": MATMUL, "Gemm": GEMM,
+                                        "Attention": ATTENTION}
+
+
+def test_torch_flops_match_hand_counts_including_cpu_attention() -> None:
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3, padding=1, bias=False)
+
+        def forward(self, x, q, k, v):
+            return self.conv(x), torch.nn.functional.scaled_dot_product_attention(q, k, v)
+
+    v = torch.randn(1, 2, 6, 8)  # the torch counter assumes dv = d
+    counts = torch_flops(Net(), (torch.randn(1, 3, 8, 8), torch.randn(1, 2, 4, 8), torch.randn(1, 2, 6, 8), v))
+    assert counts == {"convolution": CONV, "_scaled_dot_product_flash_attention_for_cpu": 2 * 1 * 2 * 4 * 6 * 16}
+
+
+def test_mirror_tile_is_continuous_and_keeps_the_geotransform(tmp_path) -> None:
+    a = np.arange(2 * 3 * 4, dtype=np.uint16).reshape(2, 3, 4)
+    m = mirror_tile(a, 2)
+    assert m.shape == (2, 6, 8)
+    np.testing.assert_array_equal(m[:, :3, :4], a)
+    np.testing.assert_array_equal(m[:, :, 4], m[:, :, 3])  # the seam repeats the edge column
+    np.testing.assert_array_equal(m[:, 3], m[:, 2])
+
+    src, dst = tmp_path / "src.tif", tmp_path / "dst.tif"
+    transform = rasterio.Affine(2.0, 0.0, 100.0, 0.0, -2.0, 500.0)
+    with rasterio.open(src, "w", driver="GTiff", width=4, height=3, count=2, dtype="uint16", crs="EPSG:32649",
+                       transform=transform) as ds:
+        ds.write(a)
+    write_mosaic(src, dst, 2)
+    with rasterio.open(dst) as ds:
+        assert (ds.width, ds.height, ds.transform, ds.crs.to_epsg()) == (8, 6, transform, 32649)
+        np.testing.assert_array_equal(ds.read(), m)
