@@ -174,8 +174,18 @@ _SOURCES: Mapping[str, _Source] = MappingProxyType({
 })
 
 
+class _InDigitalNumbers:
+    """Records whose arrays are digital numbers of a ``bit_depth``-bit sensor."""
+
+    bit_depth: int
+
+    @property
+    def full_scale(self) -> int:
+        return 2**self.bit_depth - 1
+
+
 @dataclass(frozen=True, eq=False)
-class Scene:
+class Scene(_InDigitalNumbers):
     """One real MS/guide pair at its native resolution, canonical band order, float32 DN (read-only arrays)."""
 
     name: str
@@ -188,13 +198,9 @@ class Scene:
     ms: np.ndarray  # (h, w, C)
     pan: np.ndarray  # (ratio·h, ratio·w) or (ratio·h, ratio·w, k)
 
-    @property
-    def full_scale(self) -> int:
-        return 2**self.bit_depth - 1
-
 
 @dataclass(frozen=True, eq=False)
-class Pair:
+class Pair(_InDigitalNumbers):
     """A Wald-protocol (reduced-resolution) sample: fuse (ms_lr, pan) and compare with gt."""
 
     name: str
@@ -207,13 +213,9 @@ class Pair:
     gt: np.ndarray  # (H, W, C): the original MS
     ms_lr: np.ndarray  # (H/ratio, W/ratio, C)
 
-    @property
-    def full_scale(self) -> int:
-        return 2**self.bit_depth - 1
-
 
 @dataclass(frozen=True, eq=False)
-class FullRes:
+class FullRes(_InDigitalNumbers):
     """A full-resolution sample (no reference): fuse (ms, pan), judge with D_λ / D_s / HQNR."""
 
     name: str
@@ -224,10 +226,6 @@ class FullRes:
     ms: np.ndarray  # (h, w, C)
     lms: np.ndarray  # (H, W, C)
     pan: np.ndarray  # (H, W) or (H, W, k)
-
-    @property
-    def full_scale(self) -> int:
-        return 2**self.bit_depth - 1
 
 
 class Region(NamedTuple):

@@ -48,18 +48,24 @@ def _requested_providers(device: Device) -> list[str]:
     return [CPU_EP]
 
 
+def checked_device(device: Device | str, intra_op_threads: int | None) -> Device:
+    """The device and thread options every backend takes, validated once (ConfigError on bad values)."""
+    try:
+        device = Device(device)
+    except ValueError:
+        raise ConfigError(f"device must be one of {[d.value for d in Device]}, got {device!r}") from None
+    if intra_op_threads is not None and intra_op_threads < 1:
+        raise ConfigError(f"intra_op_threads must be >= 1, got {intra_op_threads}")
+    return device
+
+
 class Denoiser:
     """An exported ddrf network on one device: ``denoiser(x_t, t, cond, wav) -> x0`` (float32, NCHW)."""
 
     def __init__(self, path: str | os.PathLike, device: Device | str = Device.AUTO,
                  intra_op_threads: int | None = None) -> None:
         self.path = str(path)
-        try:
-            device = Device(device)
-        except ValueError:
-            raise ConfigError(f"device must be one of {[d.value for d in Device]}, got {device!r}") from None
-        if intra_op_threads is not None and intra_op_threads < 1:
-            raise ConfigError(f"intra_op_threads must be >= 1, got {intra_op_threads}")
+        device = checked_device(device, intra_op_threads)
         if not Path(path).is_file():
             raise ModelError("model file not found", self.path)
         requested = _requested_providers(device)

@@ -11,9 +11,9 @@ import os
 import numpy as np
 import torch
 
-from ddrf_runtime.errors import ConfigError, DeviceError
+from ddrf_runtime.errors import DeviceError
 from ddrf_runtime.model_spec import ModelSpec
-from ddrf_runtime.session import DenoiseFn, Device
+from ddrf_runtime.session import DenoiseFn, Device, checked_device
 
 from .checkpoint import load_denoiser
 from .spec import build_spec
@@ -37,13 +37,8 @@ class TorchDenoiser:
     def __init__(self, path: str | os.PathLike, device: Device | str = Device.AUTO,
                  intra_op_threads: int | None = None) -> None:
         self.path = str(path)
-        try:
-            device = Device(device)
-        except ValueError:
-            raise ConfigError(f"device must be one of {[d.value for d in Device]}, got {device!r}") from None
+        device = checked_device(device, intra_op_threads)
         if intra_op_threads is not None:
-            if intra_op_threads < 1:
-                raise ConfigError(f"intra_op_threads must be >= 1, got {intra_op_threads}")
             torch.set_num_threads(intra_op_threads)
         self.device = _torch_device(device)
         model, config, payload = load_denoiser(self.path)
