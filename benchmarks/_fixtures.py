@@ -86,7 +86,9 @@ def resolve_models(pt: Path | None = None, onnx: Path | None = None, *, fp16: bo
     if not Path(pt).is_file():
         raise FileNotFoundError(f"checkpoint not found: {pt}")
     if onnx is None:
-        onnx = bundled_onnx if pt == bundled_pt and bundled_onnx.exists() else _export(Path(pt), fp16, threads)
+        bundled_ok = pt == bundled_pt and bundled_onnx.exists() and (
+            not fp16 or bundled_onnx.with_suffix(".fp16.onnx").exists())
+        onnx = bundled_onnx if bundled_ok else _export(Path(pt), fp16, threads)
         if onnx != bundled_onnx:
             source += ", exported by export.to_onnx"
     if not Path(onnx).is_file():
