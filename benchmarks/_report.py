@@ -118,3 +118,12 @@ def write_results(name: str, report: Mapping[str, Any], markdown: str, out_dir: 
 def say(module: str, message: str) -> None:
     """Progress on stderr, so stdout stays the result."""
     print(f"benchmarks.{module}: {message}", file=sys.stderr, flush=True)
+
+
+def run_and_write(name: str, run: Callable[[], dict[str, Any]], render: Callable[[Mapping[str, Any]], str]) -> dict:
+    """Run a benchmark, attach its wall/CPU clock, write ``<name>.{md,json}``; return the report."""
+    clock = Clock()
+    report = run()
+    report["run"] = clock.summary()
+    write_results(name, report, render(report))
+    return report

@@ -45,7 +45,7 @@ from ddrf_train.backend import TorchDenoiser
 
 from ._fixtures import (DemoScene, Models, image_difference, limit_threads, network_inputs, read_demo,
                         resolve_models)
-from ._report import Clock, environment, environment_lines, markdown_table, median_seconds, say, write_results
+from ._report import environment, environment_lines, markdown_table, median_seconds, say, run_and_write
 
 NAME = "latency"
 FULL_GRID = tuple(product((1, 4, 8), (128, 256, 512)))  # (batch, tile)
@@ -277,10 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", type=_config, action="append", metavar="BATCHxTILE",
                     help="also profile this configuration per operator (e.g. 1x512); repeatable")
     args = ap.parse_args(argv)
-    clock = Clock()
-    report = run(args, argv)
-    report["run"] = clock.summary()
-    write_results(f"{NAME}_quick" if args.quick else NAME, report, to_markdown(report))
+    report = run_and_write(f"{NAME}_quick" if args.quick else NAME, lambda: run(args, argv), to_markdown)
     s = report["scene"]
     ok = all(c["agree"] for c in report["calls"])
     print(f"scene speedup onnx/torch (cpu): {s['speedup_onnx_vs_torch']:.2f}x, max abs diff "

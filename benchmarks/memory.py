@@ -28,7 +28,7 @@ import rasterio
 from ddrf_runtime.datapaths import DEMO_DIR
 
 from ._fixtures import resolve_models
-from ._report import Clock, environment, environment_lines, markdown_table, say, write_results
+from ._report import environment, environment_lines, markdown_table, say, run_and_write
 
 NAME = "memory"
 SIDE_FACTORS = (1, 2, 4)  # mosaic side multiples: 1×, 4×, 16× the pixels
@@ -125,10 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="network threads (default 1)")
     ap.add_argument("--batches", type=int, nargs="+", default=[2, 4], help="--batch values to run (default 2 4)")
     args = ap.parse_args(argv)
-    clock = Clock()
-    report = run(args, argv)
-    report["run"] = clock.summary()
-    write_results(NAME, report, to_markdown(report))
+    report = run_and_write(NAME, lambda: run(args, argv), to_markdown)
     print("peak RSS 16x/1x: " + ", ".join(f"batch {b}: {v:.2f}x" for b, v in report["ratio_16x_1x"].items()))
     return 0
 

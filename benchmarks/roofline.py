@@ -43,8 +43,8 @@ from ddrf_train.diffusion import build_denoiser
 from ddrf_train.spec import DEFAULT_OPSET
 
 from ._fixtures import limit_threads, network_inputs, read_demo, resolve_models
-from ._report import (RESULTS_DIR, Clock, environment, environment_lines, markdown_table, median_seconds, say,
-                      write_results)
+from ._report import (RESULTS_DIR, environment, environment_lines, markdown_table, median_seconds, run_and_write,
+                      say)
 
 NAME = "roofline"
 COUNTED_OPS = ("Conv", "MatMul", "Gemm", "Attention")
@@ -315,10 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="threads of the timed calls (default 1)")
     ap.add_argument("--gpu-results", type=Path, default=GPU_RESULTS, help="JSON written by benchmarks/gpu")
     args = ap.parse_args(argv)
-    clock = Clock()
-    report = run(args, argv)
-    report["run"] = clock.summary()
-    write_results(f"{NAME}_quick" if args.quick else NAME, report, to_markdown(report))
+    run_and_write(f"{NAME}_quick" if args.quick else NAME, lambda: run(args, argv), to_markdown)
     return 0
 
 

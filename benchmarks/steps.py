@@ -23,7 +23,7 @@ from ddrf_runtime.pipeline import FuseOptions, fuse_arrays
 from ddrf_runtime.session import Denoiser, Device
 
 from ._fixtures import resolve_models
-from ._report import Clock, environment, environment_lines, markdown_table, say, write_results
+from ._report import environment, environment_lines, markdown_table, say, run_and_write
 
 NAME = "steps"
 FULL_STEPS = (1, 2, 5, 10, 25, 50)
@@ -79,10 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model-onnx", type=Path, help="model (default: bundled, else exported from the training run)")
     ap.add_argument("--threads", type=int, default=1, help="network threads (default 1)")
     args = ap.parse_args(argv)
-    clock = Clock()
-    report = run(args, argv)
-    report["run"] = clock.summary()
-    write_results(f"{NAME}_quick" if args.quick else NAME, report, to_markdown(report))
+    run_and_write(f"{NAME}_quick" if args.quick else NAME, lambda: run(args, argv), to_markdown)
     return 0
 
 
