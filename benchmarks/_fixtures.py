@@ -7,6 +7,8 @@ Only numpy is imported at module level: the GPU script uses ``image_difference``
 """
 from __future__ import annotations
 
+import argparse
+
 import hashlib
 import os
 import shutil
@@ -161,3 +163,9 @@ def image_difference(spec: ModelSpec, a: np.ndarray, b: np.ndarray) -> float:
     """max |a − b| of two x0 predictions as a difference of fused images (normalised: full scale 1)."""
     zero = np.zeros_like(a)
     return float(np.abs(spec.target.decode(a - b, zero) - spec.target.decode(zero, zero)).max())
+
+
+def add_model_pair_options(ap: argparse.ArgumentParser) -> None:
+    """The --model-pt / --model-onnx pair every benchmark comparing the two runtimes takes."""
+    ap.add_argument("--model-pt", type=Path, help="checkpoint (default: bundled, else the training run's last.pt)")
+    ap.add_argument("--model-onnx", type=Path, help="its ONNX export (default: bundled, else exported from the .pt)")

@@ -43,8 +43,8 @@ from ddrf_runtime.tiling import tile_noise
 from ddrf_train import sample
 from ddrf_train.backend import TorchDenoiser
 
-from ._fixtures import (DemoScene, Models, image_difference, limit_threads, network_inputs, read_demo,
-                        resolve_models)
+from ._fixtures import (DemoScene, Models, add_model_pair_options, image_difference, limit_threads, network_inputs,
+                        read_demo, resolve_models)
 from ._report import environment, environment_lines, markdown_table, median_seconds, say, run_and_write
 
 NAME = "latency"
@@ -269,8 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(prog=f"python -m benchmarks.{NAME}", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="batch 1/4 × tile 128/256, 3 repeats, one scene run each")
-    ap.add_argument("--model-pt", type=Path, help="checkpoint (default: bundled, else the training run's last.pt)")
-    ap.add_argument("--model-onnx", type=Path, help="its ONNX export (default: bundled, else exported from the .pt)")
+    add_model_pair_options(ap)
     ap.add_argument("--threads", type=int, default=1, help="threads per path (default 1)")
     ap.add_argument("--steps", type=int, help="sampling steps of the scene runs (default: the model's)")
     ap.add_argument("--repeats", type=int, help="timed calls per configuration (default 5, quick 3)")

@@ -42,7 +42,7 @@ from ddrf_train.config import UNET_PRESETS, ExperimentConfig
 from ddrf_train.diffusion import build_denoiser
 from ddrf_train.spec import DEFAULT_OPSET
 
-from ._fixtures import limit_threads, network_inputs, read_demo, resolve_models
+from ._fixtures import add_model_pair_options, limit_threads, network_inputs, read_demo, resolve_models
 from ._report import (RESULTS_DIR, environment, environment_lines, markdown_table, median_seconds, run_and_write,
                       say)
 
@@ -310,8 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(prog=f"python -m benchmarks.{NAME}", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="count and time at tile 256 only")
-    ap.add_argument("--model-pt", type=Path, help="checkpoint (default: bundled, else the training run's last.pt)")
-    ap.add_argument("--model-onnx", type=Path, help="its ONNX export (default: bundled, else exported from the .pt)")
+    add_model_pair_options(ap)
     ap.add_argument("--threads", type=int, default=1, help="threads of the timed calls (default 1)")
     ap.add_argument("--gpu-results", type=Path, default=GPU_RESULTS, help="JSON written by benchmarks/gpu")
     args = ap.parse_args(argv)

@@ -329,7 +329,7 @@ def _after_fusion(pair: RasterPair, out_path: str, bands: tuple[str, ...], confi
         ms_win = Window(pair.ms_window.col_off + c0 // pair.ratio, pair.ms_window.row_off + r0 // pair.ratio,
                         w // pair.ratio, h // pair.ratio)
         ms = m.read(window=ms_win).astype(np.float64).transpose(1, 2, 0)  # (h/r, w/r, C)
-        pan = p.read(window=_shift_window(crop, pair.pan_window)).astype(np.float64).transpose(1, 2, 0)
+        pan = p.read(window=Window(pair.pan_window.col_off + c0, pair.pan_window.row_off + r0, w, h)).astype(np.float64).transpose(1, 2, 0)
     pan = pan[..., 0] if pan.shape[2] == 1 else pan
     out: dict = {}
     if config.quicklook:
@@ -348,6 +348,3 @@ def _after_fusion(pair: RasterPair, out_path: str, bands: tuple[str, ...], confi
             out["metrics"] = {"crop": [r0, c0, h, w], **{k: float(v) for k, v in vals.items()}}
     return out
 
-
-def _shift_window(window: Window, by: Window) -> Window:
-    return Window(by.col_off + window.col_off, by.row_off + window.row_off, window.width, window.height)
