@@ -39,6 +39,13 @@ class DataFamily(str, enum.Enum):
         return len(self.layout.bands)
 
 
+class Formulation(str, enum.Enum):
+    """How the network is trained and sampled (the "with vs without diffusion" ablation of issue 4)."""
+
+    DIFFUSION = "diffusion"  # denoise x_t at a random timestep (DDRF)
+    REGRESSION = "regression"  # the same network fed x_t = 0 at a fixed t: a direct regressor of the target
+
+
 class Weighting(str, enum.Enum):
     """How a training crop picks its pair."""
 
@@ -60,6 +67,7 @@ class UNetConfig:
     heads: int = 4  # attention heads (self-attention and wavelet cross-attention)
     time_dim: int = 128  # width of the timestep-embedding MLP output
     mod_hidden: int = 32  # hidden channels of the condition branch of the style modulation
+    wavelet_modulation: bool = True  # decoder cross-attention to the DB1 wavelet tensor (off only for the ablation)
 
     @property
     def levels(self) -> int:
@@ -119,6 +127,7 @@ class DiffusionConfig:
     residual_scale: float = 20.0  # multiplier on the residual so it is not swamped by unit-variance noise
     self_condition: bool = False  # feed the previous x0̂ as an extra input (trained with probability 0.5)
     last_t_prob: float = 0.1  # probability of drawing t = T−1 (the 1-step sampler's only timestep); else uniform
+    formulation: Formulation = Formulation.DIFFUSION  # diffusion, or the no-noise regressor baseline
 
     @property
     def target(self) -> TargetSpec:
@@ -134,6 +143,8 @@ class DiffusionConfig:
             out.append(("residual_scale", "must be > 0"))
         if not 0.0 <= self.last_t_prob <= 1.0:
             out.append(("last_t_prob", "must be in [0, 1]"))
+        if self.formulation is Formulation.REGRESSION and self.objective is not Objective.X0:
+            out.append(("objective", "must be 'x0' for the regression formulation (there is no noise to predict)"))
         return out
 
 

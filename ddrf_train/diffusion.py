@@ -16,7 +16,7 @@ from ddrf_runtime.model_spec import Objective
 from ddrf_runtime.sampler import sample_ddim
 from ddrf_runtime.schedule import alphas_cumprod, ddim_timesteps
 
-from .config import DiffusionConfig, ExperimentConfig, UNetConfig
+from .config import DiffusionConfig, ExperimentConfig, Formulation, UNetConfig
 from .dwt import wavelet_condition
 from .model import DDRFUNet
 
@@ -44,7 +44,14 @@ class Denoiser(nn.Module):
 
     def raw(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, wav: torch.Tensor,
             x_self: torch.Tensor | None = None) -> torch.Tensor:
-        """The network output in objective space (x0, ε or v), (B, C, H, W)."""
+        """The network output in objective space (x0, ε or v), (B, C, H, W).
+
+        A regressor sees neither noise nor timestep: x_t is replaced by zeros and t by T−1, so every
+        sampler (any steps, any noise) returns its single prediction.
+        """
+        if self.diffusion_cfg.formulation is Formulation.REGRESSION:
+            x_t = torch.zeros_like(x_t)  # (B, C, H, W)
+            t = torch.full_like(t, self.diffusion_cfg.timesteps - 1)  # (B,)
         return self.net(x_t, t, cond, wav, x_self)
 
     def to_x0(self, out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

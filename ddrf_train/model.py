@@ -132,15 +132,18 @@ class DecoderBlock(nn.Module):
         self.norm1 = _norm(cin)
         self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
         self.temb = nn.Linear(cfg.time_dim, cout)
-        self.norm_attn = _norm(cout)
-        self.attn = WaveletCrossAttention(cout, cfg.wav_channels, cfg.heads)
+        self.wavelet = cfg.wavelet_modulation
+        if self.wavelet:
+            self.norm_attn = _norm(cout)
+            self.attn = WaveletCrossAttention(cout, cfg.wav_channels, cfg.heads)
         self.norm2 = _norm(cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor, wav: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x))) + self.temb(temb)[:, :, None, None]  # (B, cout, H, W)
-        h = h + self.attn(self.norm_attn(h), wav)
+        if self.wavelet:
+            h = h + self.attn(self.norm_attn(h), wav)
         h = self.conv2(F.silu(self.norm2(h)))
         return h + self.skip(x)
 

@@ -36,6 +36,7 @@ def test_presets_and_size_multiple():
     ("[model]\nwidth = 30\n", "model.heads"),
     ("[diffusion]\nobjective = 'score'\n", "diffusion.objective"),
     ("[diffusion]\nresidual = 1\n", "diffusion.residual"),
+    ("[diffusion]\nformulation = 'regression'\nobjective = 'eps'\n", "diffusion.objective"),
     ("[trian]\n", "unknown section"),
     ("[train\n", "cannot read config"),
 ])

@@ -76,6 +76,19 @@ def test_ema_copies_during_warmup_then_averages():
     torch.testing.assert_close(ema.model.weight, torch.full((2, 2), 1.1))
 
 
+def test_regressor_ignores_noise_and_timestep():
+    model = build_denoiser(_cfg(formulation="regression"))
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    cond, wav = torch.randn(2, 5, 16, 16), torch.randn(2, 7, 8, 8)
+    a = model(torch.randn(2, 4, 16, 16), torch.tensor([3, 400]), cond, wav)
+    b = model(torch.randn(2, 4, 16, 16), torch.tensor([499, 0]), cond, wav)
+    torch.testing.assert_close(a, b)
+    diffusion = build_denoiser(_cfg())
+    diffusion.load_state_dict(model.state_dict())
+    torch.testing.assert_close(diffusion(torch.zeros(2, 4, 16, 16), torch.tensor([499, 499]), cond, wav), a)
+
+
 def test_last_timestep_oversampling():
     cfg = _cfg(timesteps=100, last_t_prob=0.5).diffusion
     t = sample_timesteps(4000, cfg, torch.Generator().manual_seed(0))

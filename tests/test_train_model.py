@@ -45,6 +45,20 @@ def test_self_condition_input_and_gradients_reach_every_parameter():
     assert net(x_t, t, cond, wav).shape == x_t.shape  # x_self defaults to zeros
 
 
+def test_without_wavelet_modulation_the_wavelet_input_is_ignored():
+    cfg = dataclasses.replace(UNET_PRESETS["tiny"], wavelet_modulation=False)
+    net = DDRFUNet(cfg)
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    assert not any("attn.kv" in name for name, _ in net.named_parameters())
+    x_t, t, cond, wav = _inputs(cfg, 2, 8, 8)
+    torch.testing.assert_close(net(x_t, t, cond, wav), net(x_t, t, cond, torch.randn_like(wav)))
+    with_wavelet = DDRFUNet(UNET_PRESETS["tiny"])
+    for p in with_wavelet.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    assert not torch.allclose(with_wavelet(x_t, t, cond, wav), with_wavelet(x_t, t, cond, torch.randn_like(wav)))
+
+
 class _Sizes(TorchDispatchMode):
     """Records the element count of every tensor an op produces."""
 
