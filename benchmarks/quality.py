@@ -23,7 +23,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from ddrf_runtime import baselines, datasets
+from ddrf_runtime import baselines, datasets, splits
 from ddrf_runtime.metrics import full_resolution_metrics, reduced_resolution_metrics
 from ddrf_runtime.pipeline import FuseOptions, fuse_arrays
 from ddrf_runtime.session import Denoiser
@@ -141,7 +141,7 @@ def to_markdown(res: Mapping, env: Mapping) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__.split("\n")[0])
-    ap.add_argument("--family", choices=[*datasets.SPLITS, "all"], default="all")
+    ap.add_argument("--family", choices=[*splits.SPLITS, "all"], default="all")
     ap.add_argument("--methods", nargs="+", choices=baselines.METHODS, default=list(baselines.METHODS))
     ap.add_argument("--model", type=Path, help="exported .onnx: a DDRF row for the families it fits")
     ap.add_argument("--out", type=Path, default=RESULTS_DIR)
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     fusers = {m: registry[m] for m in args.methods}
     denoiser = Denoiser(args.model, "cpu") if args.model else None
     env = environment("quality", argv, ("numpy", "scipy", "rasterio", "onnxruntime"))
-    for family in datasets.SPLITS if args.family == "all" else [args.family]:
+    for family in splits.SPLITS if args.family == "all" else [args.family]:
         model = denoiser is not None and fits(denoiser, family)
         res = evaluate(family, {**fusers, "DDRF": model_fuser(denoiser)} if model else fusers)
         if model:

@@ -55,8 +55,8 @@ Decisions, with the evidence behind them
   every family and for D_λ was preferred. The ALI-MS guide stays as it is (it is already on the reference
   grid); the ALI PAN is reduced onto the HS grid with the default PAN gain 0.15, like any PAN.
 
-Splits (``SPLITS``)
--------------------
+Splits (``ddrf_runtime.splits.SPLITS``)
+---------------------------------------
 Splits are by scene, path/row or MS column strip, and a region is cropped BEFORE any filtering, so no
 test pixel reaches a training pair, not even through a 41-tap filter's support. FuseBox scenes of one
 WRS-2 path/row overlap on the ground, so whole path/rows go to one split. Column strips are multiples
@@ -82,38 +82,23 @@ of 32 MS pixels, which keeps full-resolution metrics (32×32 blocks on the PAN g
 from __future__ import annotations
 
 import functools
-import itertools
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping, NamedTuple
+from typing import Mapping
 
 import numpy as np
 import rasterio
 import scipy.io
 
+from .bands import CANONICAL_FIRST, FAMILIES, HYPERION_BANDS, WV_NATIVE, canonical_order
 from .datapaths import data_root
 from .errors import ConfigError, InputError
 from .mtf import ms_gains, mtf_lowpass, pan_gain
 from .resample import decimate, upsample
+from .splits import Region, split_regions
 
-CANONICAL_FIRST = ("B", "G", "R", "NIR")
-_WV_NATIVE = ("Coastal", "B", "G", "Yellow", "R", "RedEdge", "NIR", "NIR2")
 _L7_NATIVE = ("R", "G", "B", "NIR", "SWIR1", "SWIR2")
-# Hyperion bands kept in the EO-1 Paris files (``non_del_bands``; a test checks this).
-HYPERION_BANDS = tuple(f"H{n:03d}" for n in itertools.chain(
-    range(8, 57), range(83, 97), range(102, 119), range(135, 163), range(194, 197), range(202, 215), range(216, 220)))
-
-# FuseBox scene numbers per WRS-2 path/row (``locations.txt`` line N is scene N; a test checks this).
-FUSEBOX_PATH_ROWS: Mapping[str, range] = MappingProxyType({
-    "P034R032": range(1, 7),
-    "P090R083": range(7, 13),
-    "P091R083": range(13, 19),
-    "P092R086": range(19, 25),
-    "P093R085": range(25, 32),
-    "P093R086": range(32, 40),
-})
-
 
 @dataclass(frozen=True)
 class _Source:
@@ -147,9 +132,9 @@ _SOURCES: Mapping[str, _Source] = MappingProxyType({
     "ge1": _Source(
         "GE1", 8, CANONICAL_FIRST, 4, False, ("mat/grip_pnn/imgGE1.mat:I_MS",), "mat/grip_pnn/imgGE1.mat:I_PAN",
     ),
-    "wv2": _Source("WV2", 11, _WV_NATIVE, 4, False, ("mat/grip_pnn/imgWV2.mat:I_MS",), "mat/grip_pnn/imgWV2.mat:I_PAN"),
+    "wv2": _Source("WV2", 11, WV_NATIVE, 4, False, ("mat/grip_pnn/imgWV2.mat:I_MS",), "mat/grip_pnn/imgWV2.mat:I_PAN"),
     "wv3_example": _Source(
-        "WV3", 11, _WV_NATIVE, 4, False,
+        "WV3", 11, WV_NATIVE, 4, False,
         ("mat/grip_zpnn/WV3_example.mat:I_MS_LR",), "mat/grip_zpnn/WV3_example.mat:I_PAN",
     ),
     **{f"fusebox_{n}": _fusebox(n) for n in range(1, 40)},
@@ -157,7 +142,7 @@ _SOURCES: Mapping[str, _Source] = MappingProxyType({
         "unknown", 11, CANONICAL_FIRST, 4, True, ("geotiff/osman_4band_r4/ms.tif",), "geotiff/osman_4band_r4/pan.tif",
     ),
     "cristianics": _Source(
-        "unknown", 7, _WV_NATIVE, 4, True,
+        "unknown", 7, WV_NATIVE, 4, True,
         ("geotiff/cristianics_8band_r4/mul.tif",), "geotiff/cristianics_8band_r4/pan.tif", (2, 2),
     ),
     "landsat8": _Source(
@@ -228,36 +213,9 @@ class FullRes(_InDigitalNumbers):
     pan: np.ndarray  # (H, W) or (H, W, k)
 
 
-class Region(NamedTuple):
-    """A crop of one scene in MS pixels: half-open (start, stop) ranges, None = the whole extent."""
-
-    scene: str
-    cols: tuple[int, int] | None = None
-    rows: tuple[int, int] | None = None
-
-    @property
-    def label(self) -> str:
-        parts = [f"{axis}{r[0]}:{r[1]}" for axis, r in (("r", self.rows), ("c", self.cols)) if r is not None]
-        return f"{self.scene}[{','.join(parts)}]" if parts else self.scene
-
-
 def scene_names() -> list[str]:
     """Every scene ``load_scene`` knows, whether or not its files are present."""
     return list(_SOURCES)
-
-
-def canonical_order(native: tuple[str, ...]) -> tuple[int, ...]:
-    """Indices that put B, G, R, NIR first and keep the other bands in native order.
-
-    A band set with none of the four (hyperspectral, in wavelength order) keeps its native order.
-    """
-    missing = [b for b in CANONICAL_FIRST if b not in native]
-    if len(missing) == len(CANONICAL_FIRST):
-        return tuple(range(len(native)))
-    if missing:
-        raise ValueError(f"bands {missing} absent from {native}")
-    first = tuple(native.index(b) for b in CANONICAL_FIRST)
-    return first + tuple(i for i in range(len(native)) if i not in first)
 
 
 def _read_file(spec: str, root: Path) -> tuple[np.ndarray, float | None]:
@@ -360,71 +318,6 @@ def full_resolution(scene: Scene | str, region: Region | None = None, bands: int
 
 
 # ---------------------------------------------------------------------------------------------- splits
-
-def _fusebox_regions(*path_rows: str) -> tuple[Region, ...]:
-    return tuple(Region(f"fusebox_{n}") for pr in path_rows for n in FUSEBOX_PATH_ROWS[pr])
-
-
-_TRAIN_COLS, _TEST_COLS = (0, 192), (192, 320)  # GRIP GE1 / WV2 strips (MS is 320 wide)
-_OSMAN_TRAIN, _OSMAN_TEST = Region("osman", (0, 136)), Region("osman", (136, 200))
-
-
-@dataclass(frozen=True)
-class Family:
-    """What a model of one data family fuses: its C band names (channel order), k guide bands, ratio, and the
-    bit depth assumed when a raster does not state one (``ModelSpec.default_bit_depth``)."""
-
-    bands: tuple[str, ...]
-    guide_bands: int
-    ratio: int
-    bit_depth: int
-
-
-FAMILIES: Mapping[str, Family] = MappingProxyType({
-    "4band": Family(CANONICAL_FIRST, 1, 4, 11),
-    "8band": Family(tuple(_WV_NATIVE[i] for i in canonical_order(_WV_NATIVE)), 1, 4, 11),
-    "hs_ms": Family(HYPERION_BANDS, 9, 3, 15),
-    "hs_pan": Family(HYPERION_BANDS, 1, 3, 15),
-})
-SPLITS: Mapping[str, Mapping[str, tuple[Region, ...]]] = MappingProxyType({
-    "4band": MappingProxyType({
-        "train": (
-            *_fusebox_regions("P034R032", "P090R083", "P093R085", "P093R086"),
-            Region("landsat8"), Region("ge1", _TRAIN_COLS), Region("wv2", _TRAIN_COLS), _OSMAN_TRAIN,
-        ),
-        "val": _fusebox_regions("P091R083"),
-        "test": (*_fusebox_regions("P092R086"), Region("ge1", _TEST_COLS), Region("wv2", _TEST_COLS), _OSMAN_TEST),
-        "test_full": (Region("ge1", _TEST_COLS), Region("wv2", _TEST_COLS), _OSMAN_TEST, Region("wv3_example")),
-    }),
-    "8band": MappingProxyType({
-        "train": (Region("wv2", _TRAIN_COLS), Region("cristianics")),
-        "val": (),
-        "test": (Region("wv2", _TEST_COLS),),
-        "test_full": (Region("wv2", _TEST_COLS), Region("wv3_example")),
-    }),
-    "hs_ms": MappingProxyType({
-        "train": (Region("paris_hs_ms", (0, 48)),),
-        "val": (),
-        "test": (Region("paris_hs_ms", (48, 72)),),
-        "test_full": (),
-    }),
-    "hs_pan": MappingProxyType({
-        "train": (Region("paris_hs_pan", rows=(0, 36)),),
-        "val": (),
-        "test": (Region("paris_hs_pan", rows=(36, 72)),),
-        "test_full": (Region("paris_hs_pan", cols=(0, 32), rows=(36, 68)),),
-    }),
-})
-
-
-def split_regions(family: str, split: str) -> list[Region]:
-    """The regions of one split ("train", "val", "test": reduced resolution; "test_full": full resolution)."""
-    try:
-        return list(SPLITS[family][split])
-    except KeyError:
-        raise ConfigError(f"unknown family/split {family!r}/{split!r}; families {list(SPLITS)}, "
-                          f"splits {list(SPLITS['4band'])}") from None
-
 
 def reduced_resolution_split(family: str, split: str) -> list[Pair]:
     """Wald-protocol pairs of a split at the family's ratio and band count."""

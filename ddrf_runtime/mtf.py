@@ -16,12 +16,12 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.signal import fftconvolve
 
+from .bands import WV_NATIVE, canonical_order
+
 DEFAULT_MS_GAIN = 0.3  # toolbox "otherwise" branch: Landsat, GF-2, hyperspectral, unknown
 DEFAULT_PAN_GAIN = 0.15  # toolbox "none" branch
 
-# Native WorldView order is Coastal, B, G, Y, R, RedEdge, NIR1, NIR2; canonical is
-# B, G, R, NIR1, Coastal, Yellow, RedEdge, NIR2.
-_WV_NATIVE_TO_CANONICAL = (1, 2, 4, 6, 0, 3, 5, 7)
+_WV_NATIVE_TO_CANONICAL = canonical_order(WV_NATIVE)  # toolbox tables are in native WorldView band order
 _WV3_NATIVE = (0.325, 0.355, 0.360, 0.350, 0.365, 0.360, 0.335, 0.315)
 _WV2_NATIVE = (0.35,) * 7 + (0.27,)
 

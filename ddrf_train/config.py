@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-from ddrf_runtime.datasets import FAMILIES, Family
+from ddrf_runtime.bands import FAMILIES, Family
 from ddrf_runtime.errors import ConfigError
 from ddrf_runtime.model_spec import Objective
 from ddrf_runtime.schedule import ScheduleKind
@@ -22,7 +22,7 @@ from ddrf_runtime.target import TargetSpec
 
 
 class DataFamily(str, enum.Enum):
-    """Which data family (``ddrf_runtime.datasets.FAMILIES``) a model is trained for; a scene contributes its
+    """Which data family (``ddrf_runtime.bands.FAMILIES``) a model is trained for; a scene contributes its
     first ``bands`` canonical bands."""
 
     FOUR_BAND = "4band"  # B, G, R, NIR; PAN; ratio 4

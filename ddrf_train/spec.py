@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Mapping
 
-from ddrf_runtime.datasets import split_regions
+from ddrf_runtime.splits import split_regions
 from ddrf_runtime.model_spec import ModelSpec
 
 from .config import ExperimentConfig
@@ -41,7 +41,7 @@ def build_spec(config: ExperimentConfig, payload: Mapping[str, Any], checkpoint:
     """The spec of a checkpoint read by ``read_checkpoint`` (``payload``, ``config``) from ``checkpoint``.
 
     Bands (channel order), ratio and default bit depth are the training family's
-    (``ddrf_runtime.datasets.FAMILIES``). ``objective`` is always x0: ``Denoiser.forward`` converts eps/v
+    (``ddrf_runtime.bands.FAMILIES``). ``objective`` is always x0: ``Denoiser.forward`` converts eps/v
     outputs in the graph itself. Raises ModelError (naming ``checkpoint``) when ``default_steps`` is outside 1..T.
     """
     d, layout = config.diffusion, config.train.family.layout

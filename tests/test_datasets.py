@@ -10,6 +10,7 @@ import rasterio
 import scipy.io
 
 from ddrf_runtime import datasets as ds
+from ddrf_runtime import splits
 from ddrf_runtime.errors import ConfigError, InputError
 from ddrf_runtime.mtf import ms_gains, mtf_lowpass, pan_gain
 from ddrf_runtime.resample import decimate, upsample, wald_degrade
@@ -105,7 +106,7 @@ def test_osman_band_order_evidence(data_dir):
 def test_fusebox_path_rows_match_locations_txt(data_dir):
     lines = (data_dir / "mat/fusebox_landsat7/locations.txt").read_text().split("\n")
     by_line = {n: line.split(",")[0].strip() for n, line in enumerate(lines, 1) if line.strip()}
-    assert by_line == {n: pr for pr, nums in ds.FUSEBOX_PATH_ROWS.items() for n in nums}
+    assert by_line == {n: pr for pr, nums in splits.FUSEBOX_PATH_ROWS.items() for n in nums}
 
 
 def test_missing_data_raises_input_error_with_path(tmp_path, monkeypatch):
@@ -121,7 +122,7 @@ def test_missing_data_raises_input_error_with_path(tmp_path, monkeypatch):
 
 def test_reduced_resolution_pair_is_wald_of_the_cropped_scene(data_dir):
     s = ds.load_scene("ge1")
-    region = ds.Region("ge1", cols=(192, 320), rows=(0, 160))
+    region = splits.Region("ge1", cols=(192, 320), rows=(0, 160))
     p = ds.reduced_resolution(s, region=region)
     assert (p.name, p.ratio, p.bands, p.full_scale) == ("ge1[r0:160,c192:320]", 4, BGRN, 255)
     assert p.gt.shape == p.lms.shape == (160, 128, 4) and p.pan.shape == (160, 128) and p.ms_lr.shape == (40, 32, 4)
@@ -136,7 +137,7 @@ def test_reduced_resolution_pair_is_wald_of_the_cropped_scene(data_dir):
 def test_region_is_cropped_before_filtering(data_dir):
     """Pixels outside the region (e.g. a training strip) cannot influence a test pair."""
     s = ds.load_scene("osman")
-    region = ds.Region("osman", cols=(136, 200))
+    region = splits.Region("osman", cols=(136, 200))
     ms, pan = s.ms.copy(), s.pan.copy()
     ms[:, :136] = 0.0
     pan[:, :544] = 4000.0
@@ -163,14 +164,14 @@ def test_regions_are_trimmed_to_the_ratio_and_bad_requests_refused(data_dir):
     with pytest.raises(ConfigError):
         ds.reduced_resolution("landsat8", ratio=3)
     with pytest.raises(ConfigError):
-        ds.reduced_resolution("ge1", region=ds.Region("wv2", cols=(0, 64)))
+        ds.reduced_resolution("ge1", region=splits.Region("wv2", cols=(0, 64)))
     with pytest.raises(ConfigError):
         ds.reduced_resolution("ge1", bands=8)
 
 
 def test_full_resolution_keeps_the_original_data(data_dir):
     s = ds.load_scene("wv2")
-    f = ds.full_resolution(s, ds.Region("wv2", cols=(192, 320)), bands=4)
+    f = ds.full_resolution(s, splits.Region("wv2", cols=(192, 320)), bands=4)
     assert (f.name, f.sensor, f.ratio, f.bands) == ("wv2[c192:320]", "WV2", 4, BGRN)
     np.testing.assert_array_equal(f.ms, s.ms[:, 192:320, :4])
     np.testing.assert_array_equal(f.pan, s.pan[:, 768:1280])
@@ -179,39 +180,39 @@ def test_full_resolution_keeps_the_original_data(data_dir):
 
 # ---------------------------------------------------------------------------------------------- splits
 
-def _cells(region: ds.Region) -> tuple[range, range]:
+def _cells(region: splits.Region) -> tuple[range, range]:
     big = 10**6
     return range(*(region.rows or (0, big))), range(*(region.cols or (0, big)))
 
 
-def _overlap(a: ds.Region, b: ds.Region) -> bool:
+def _overlap(a: splits.Region, b: splits.Region) -> bool:
     (ar, ac), (br, bc) = _cells(a), _cells(b)
     return a.scene == b.scene and max(ar.start, br.start) < min(ar.stop, br.stop) \
         and max(ac.start, bc.start) < min(ac.stop, bc.stop)
 
 
-@pytest.mark.parametrize("family", list(ds.SPLITS))
+@pytest.mark.parametrize("family", list(splits.SPLITS))
 def test_splits_never_share_pixels_and_tests_are_non_empty(family):
-    train = ds.split_regions(family, "train")
-    held_out = [r for split in ("val", "test", "test_full") for r in ds.split_regions(family, split)]
+    train = splits.split_regions(family, "train")
+    held_out = [r for split in ("val", "test", "test_full") for r in splits.split_regions(family, split)]
     # hs_ms has no full-resolution test: its HS and MS share one grid, so no native ratio-3 pair exists.
-    assert train and ds.split_regions(family, "test") and (ds.split_regions(family, "test_full") or family == "hs_ms")
+    assert train and splits.split_regions(family, "test") and (splits.split_regions(family, "test_full") or family == "hs_ms")
     assert not [(a, b) for a in train for b in held_out if _overlap(a, b)]
     assert {r.scene for r in train + held_out} <= set(ds.scene_names())
 
 
 def test_fusebox_path_rows_are_not_split_across_sets():
-    path_row = {f"fusebox_{n}": pr for pr, nums in ds.FUSEBOX_PATH_ROWS.items() for n in nums}
-    per_split = {sp: {path_row[r.scene] for r in ds.split_regions("4band", sp) if r.scene in path_row}
+    path_row = {f"fusebox_{n}": pr for pr, nums in splits.FUSEBOX_PATH_ROWS.items() for n in nums}
+    per_split = {sp: {path_row[r.scene] for r in splits.split_regions("4band", sp) if r.scene in path_row}
                  for sp in ("train", "val", "test")}
     assert per_split["train"].isdisjoint(per_split["val"] | per_split["test"])
     assert per_split["val"].isdisjoint(per_split["test"])
-    assert set().union(*per_split.values()) == set(ds.FUSEBOX_PATH_ROWS)
+    assert set().union(*per_split.values()) == set(splits.FUSEBOX_PATH_ROWS)
 
 
 def test_unknown_split_is_a_config_error():
     with pytest.raises(ConfigError):
-        ds.split_regions("4band", "holdout")
+        splits.split_regions("4band", "holdout")
     with pytest.raises(ConfigError):
         ds.reduced_resolution_split("4band", "test_full")
 

@@ -1,0 +1,50 @@
+"""Band names, the canonical band order and the data families: what a model of each family fuses.
+
+Kept free of I/O and heavy imports, so the training side (also on a bare GPU box without rasterio or scipy)
+and the MTF tables can use it without pulling in the dataset readers.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Mapping
+
+CANONICAL_FIRST = ("B", "G", "R", "NIR")
+WV_NATIVE = ("Coastal", "B", "G", "Yellow", "R", "RedEdge", "NIR", "NIR2")
+# Hyperion bands kept in the EO-1 Paris files (``non_del_bands``; a test checks this).
+HYPERION_BANDS = tuple(f"H{n:03d}" for n in itertools.chain(
+    range(8, 57), range(83, 97), range(102, 119), range(135, 163), range(194, 197), range(202, 215), range(216, 220)))
+
+
+def canonical_order(native: tuple[str, ...]) -> tuple[int, ...]:
+    """Indices that put B, G, R, NIR first and keep the other bands in native order.
+
+    A band set with none of the four (hyperspectral, in wavelength order) keeps its native order.
+    """
+    missing = [b for b in CANONICAL_FIRST if b not in native]
+    if len(missing) == len(CANONICAL_FIRST):
+        return tuple(range(len(native)))
+    if missing:
+        raise ValueError(f"bands {missing} absent from {native}")
+    first = tuple(native.index(b) for b in CANONICAL_FIRST)
+    return first + tuple(i for i in range(len(native)) if i not in first)
+
+
+@dataclass(frozen=True)
+class Family:
+    """What a model of one data family fuses: its C band names (channel order), k guide bands, ratio, and the
+    bit depth assumed when a raster does not state one (``ModelSpec.default_bit_depth``)."""
+
+    bands: tuple[str, ...]
+    guide_bands: int
+    ratio: int
+    bit_depth: int
+
+
+FAMILIES: Mapping[str, Family] = MappingProxyType({
+    "4band": Family(CANONICAL_FIRST, 1, 4, 11),
+    "8band": Family(tuple(WV_NATIVE[i] for i in canonical_order(WV_NATIVE)), 1, 4, 11),
+    "hs_ms": Family(HYPERION_BANDS, 9, 3, 15),
+    "hs_pan": Family(HYPERION_BANDS, 1, 3, 15),
+})

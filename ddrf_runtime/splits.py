@@ -1,0 +1,83 @@
+"""Which real regions each data family trains, validates and tests on (the reasons are in ``datasets``).
+
+Plain data without I/O, so the training side can name its training split (model metadata) without
+importing the readers.
+"""
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Mapping, NamedTuple
+
+from .errors import ConfigError
+
+
+class Region(NamedTuple):
+    """A crop of one scene in MS pixels: half-open (start, stop) ranges, None = the whole extent."""
+
+    scene: str
+    cols: tuple[int, int] | None = None
+    rows: tuple[int, int] | None = None
+
+    @property
+    def label(self) -> str:
+        parts = [f"{axis}{r[0]}:{r[1]}" for axis, r in (("r", self.rows), ("c", self.cols)) if r is not None]
+        return f"{self.scene}[{','.join(parts)}]" if parts else self.scene
+
+
+# FuseBox scene numbers per WRS-2 path/row (``locations.txt`` line N is scene N; a test checks this).
+FUSEBOX_PATH_ROWS: Mapping[str, range] = MappingProxyType({
+    "P034R032": range(1, 7),
+    "P090R083": range(7, 13),
+    "P091R083": range(13, 19),
+    "P092R086": range(19, 25),
+    "P093R085": range(25, 32),
+    "P093R086": range(32, 40),
+})
+
+
+def _fusebox_regions(*path_rows: str) -> tuple[Region, ...]:
+    return tuple(Region(f"fusebox_{n}") for pr in path_rows for n in FUSEBOX_PATH_ROWS[pr])
+
+
+_TRAIN_COLS, _TEST_COLS = (0, 192), (192, 320)  # GRIP GE1 / WV2 strips (MS is 320 wide)
+_OSMAN_TRAIN, _OSMAN_TEST = Region("osman", (0, 136)), Region("osman", (136, 200))
+
+
+SPLITS: Mapping[str, Mapping[str, tuple[Region, ...]]] = MappingProxyType({
+    "4band": MappingProxyType({
+        "train": (
+            *_fusebox_regions("P034R032", "P090R083", "P093R085", "P093R086"),
+            Region("landsat8"), Region("ge1", _TRAIN_COLS), Region("wv2", _TRAIN_COLS), _OSMAN_TRAIN,
+        ),
+        "val": _fusebox_regions("P091R083"),
+        "test": (*_fusebox_regions("P092R086"), Region("ge1", _TEST_COLS), Region("wv2", _TEST_COLS), _OSMAN_TEST),
+        "test_full": (Region("ge1", _TEST_COLS), Region("wv2", _TEST_COLS), _OSMAN_TEST, Region("wv3_example")),
+    }),
+    "8band": MappingProxyType({
+        "train": (Region("wv2", _TRAIN_COLS), Region("cristianics")),
+        "val": (),
+        "test": (Region("wv2", _TEST_COLS),),
+        "test_full": (Region("wv2", _TEST_COLS), Region("wv3_example")),
+    }),
+    "hs_ms": MappingProxyType({
+        "train": (Region("paris_hs_ms", (0, 48)),),
+        "val": (),
+        "test": (Region("paris_hs_ms", (48, 72)),),
+        "test_full": (),
+    }),
+    "hs_pan": MappingProxyType({
+        "train": (Region("paris_hs_pan", rows=(0, 36)),),
+        "val": (),
+        "test": (Region("paris_hs_pan", rows=(36, 72)),),
+        "test_full": (Region("paris_hs_pan", cols=(0, 32), rows=(36, 68)),),
+    }),
+})
+
+
+def split_regions(family: str, split: str) -> list[Region]:
+    """The regions of one split ("train", "val", "test": reduced resolution; "test_full": full resolution)."""
+    try:
+        return list(SPLITS[family][split])
+    except KeyError:
+        raise ConfigError(f"unknown family/split {family!r}/{split!r}; families {list(SPLITS)}, "
+                          f"splits {list(SPLITS['4band'])}") from None
