@@ -31,15 +31,16 @@ def _torch_device(device: Device) -> torch.device:
 class TorchDenoiser:
     """The EMA weights of a checkpoint in eval mode: ``conditioned(cond, wav)(x_t, t) -> x0`` on numpy float32.
 
-    ``intra_op_threads`` sets torch's thread count, which is process-wide.
+    ``intra_op_threads`` sets torch's thread count, which is process-wide and which numba's OpenMP layer
+    resets on its first parallel call (the wavelet preprocessing), so every call re-applies it.
     """
 
     def __init__(self, path: str | os.PathLike, device: Device | str = Device.AUTO,
                  intra_op_threads: int | None = None) -> None:
         self.path = str(path)
         device = checked_device(device, intra_op_threads)
-        if intra_op_threads is not None:
-            torch.set_num_threads(intra_op_threads)
+        self.threads = intra_op_threads
+        self._apply_threads()
         self.device = _torch_device(device)
         model, config, payload = load_denoiser(self.path)
         self.model = model.to(self.device)
@@ -48,6 +49,10 @@ class TorchDenoiser:
         self.providers_used: tuple[str, ...] = (f"torch-{self.device.type}",)
         self.versions = {"torch": torch.__version__, "model_format": str(self.spec.format_version),
                          "checkpoint_step": str(payload["step"])}
+
+    def _apply_threads(self) -> None:
+        if self.threads is not None and torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
 
     def _tensor(self, x: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
@@ -58,6 +63,7 @@ class TorchDenoiser:
         batch = cond.shape[0]
 
         def run(x_t: np.ndarray, t: int) -> np.ndarray:
+            self._apply_threads()
             with torch.inference_mode():
                 tt = torch.full((batch,), int(t), dtype=torch.int64, device=self.device)  # (B,) original index
                 x0 = self.model(self._tensor(x_t), tt, cond_t, wav_t)  # (B, C, H, W)

@@ -201,6 +201,15 @@ def test_torch_backend_and_onnx_fuse_arrays_the_same(backends, data_dir):
     assert np.abs(fused[0] - fused[1]).max() / (2.0**bits - 1) <= 1e-3  # normalised units
 
 
+def test_torch_backend_keeps_its_thread_count_after_numba(backends):
+    """numba's OpenMP layer resets torch's process-wide thread count on its first parallel call."""
+    torch_backend = backends[0]
+    torch.set_num_threads(2)  # what numba's first parallel region does on this 2-core box
+    cond, wav = np.zeros((1, 5, 16, 16), np.float32), np.zeros((1, 7, 8, 8), np.float32)
+    torch_backend.conditioned(cond, wav)(np.zeros((1, 4, 16, 16), np.float32), 3)
+    assert torch.get_num_threads() == 1
+
+
 def test_torch_backend_and_onnx_fuse_a_scene_the_same(exported, demo_crop, tmp_path):
     """``ddrf-run --backend torch --model x.pt`` and the exported .onnx differ in the network alone."""
     ckpt, out, _ = exported
