@@ -14,6 +14,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy import ndimage
 
 from ddrf_runtime.errors import InputError
+from ddrf_runtime.resample import keys_cubic, upsample
 
 _EPS = np.finfo(np.float64).eps
 _SOBEL = np.array([[1.0, 2.0, 1.0], [0.0, 0.0, 0.0], [-1.0, -2.0, -1.0]])  # MATLAB fspecial('sobel')
@@ -232,14 +233,6 @@ def _check_full_res(fused: np.ndarray, lms: np.ndarray, block_size: int) -> tupl
     return fused, lms
 
 
-def _bicubic(x: np.ndarray) -> np.ndarray:
-    """MATLAB's cubic convolution kernel (Keys, a = −0.5)."""
-    ax = np.abs(x)
-    near = (1.5 * ax - 2.5) * ax * ax + 1.0
-    far = ((-0.5 * ax + 2.5) * ax - 4.0) * ax + 2.0
-    return np.where(ax <= 1, near, np.where(ax <= 2, far, 0.0))
-
-
 def _imresize_down_matrix(n_in: int, ratio: int) -> np.ndarray:
     """One axis of MATLAB ``imresize(x, 1/ratio)`` (bicubic, antialiasing on) as a matrix.  # (ceil(n/r), n)
 
@@ -250,7 +243,7 @@ def _imresize_down_matrix(n_in: int, ratio: int) -> np.ndarray:
     u = np.arange(1, n_out + 1) * ratio + 0.5 * (1 - ratio)  # (n_out,) 1-based input coordinates
     width = 4.0 * ratio
     taps = np.floor(u - width / 2)[:, None] + np.arange(math.ceil(width) + 2)  # (n_out, P) 1-based
-    weights = _bicubic((u[:, None] - taps) / ratio) / ratio
+    weights = keys_cubic((u[:, None] - taps) / ratio) / ratio
     weights /= weights.sum(axis=1, keepdims=True)
     mirror = np.concatenate([np.arange(n_in), np.arange(n_in)[::-1]])
     cols = mirror[np.mod(taps.astype(np.int64) - 1, 2 * n_in)]
@@ -271,8 +264,6 @@ def _guide_lowpass(guide: np.ndarray, ratio: int) -> np.ndarray:
 
     Ratios that are not powers of two (e.g. 3 for hyperspectral) are upsampled with Keys cubic instead.
     """
-    from ddrf_runtime.resample import upsample
-
     return upsample(_imresize_down(guide, ratio), ratio)
 
 

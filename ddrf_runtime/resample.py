@@ -52,6 +52,14 @@ def interp23tap(img: np.ndarray, ratio: int) -> np.ndarray:
     return out
 
 
+def keys_cubic(x: np.ndarray) -> np.ndarray:
+    """Keys' cubic convolution kernel with a = −0.5 (MATLAB's "bicubic"), zero beyond |x| = 2."""
+    ax = np.abs(x)
+    near = (1.5 * ax - 2.5) * ax * ax + 1.0
+    far = ((-0.5 * ax + 2.5) * ax - 4.0) * ax + 2.0
+    return np.where(ax <= 1, near, np.where(ax <= 2, far, 0.0))
+
+
 def _keys_matrix(n: int, ratio: int) -> sparse.csr_matrix:
     """Sparse (ratio·n, n) Keys-cubic (a = −0.5) interpolation matrix, half-sample symmetric borders."""
     x = np.arange(ratio * n)
@@ -60,8 +68,7 @@ def _keys_matrix(n: int, ratio: int) -> sparse.csr_matrix:
     rows, cols, vals = [], [], []
     for off in (-1, 0, 1, 2):
         j = base + off
-        d = np.abs(u - j)
-        w = np.where(d <= 1, (1.5 * d - 2.5) * d * d + 1, ((-0.5 * d + 2.5) * d - 4) * d + 2)
+        w = keys_cubic(u - j)
         j = np.where(j < 0, -j - 1, j)
         j = np.where(j >= n, 2 * n - 1 - j, j)
         rows.append(x)
