@@ -192,6 +192,22 @@ def _to_dtype(values: np.ndarray, dtype: str, scale: float) -> np.ndarray:
     return out.astype(dtype)
 
 
+def _off_nodata(block: np.ndarray, nodata: float, scale: float) -> None:
+    """Move valid pixels that equal ``nodata`` one step towards mid-scale, so they do not read back as no-data.
+
+    A dark pixel clipped to 0 next to a no-data value of 0 is the usual case; 1 DN (or one float ulp) is far
+    below the fusion error.
+    """
+    hit = block == nodata
+    if hit.any():
+        toward = block.dtype.type(scale / 2)
+        value = block.dtype.type(nodata)
+        if block.dtype.kind == "f":
+            block[hit] = np.nextafter(value, toward)
+        else:
+            block[hit] = value + (1 if value < toward else -1)
+
+
 def fuse_scene(ms_path: str | os.PathLike, pan_path: str | os.PathLike, out_path: str | os.PathLike,
                config: SceneConfig = SceneConfig(), progress: bool = False) -> dict:
     """Fuse a GeoTIFF MS/PAN pair into a COG at ``out_path`` on the PAN grid; return the run report.
@@ -291,6 +307,8 @@ def _stream_strips(grid: TileGrid, pair: RasterPair, ms_ds, pan_ds, dst, denoise
             n = done - written
             block = _to_dtype(strip[:n], pair.dtype, scale)  # (C, n, W)
             ok = valid[:n]
+            if nodata is not None:
+                _off_nodata(block, nodata, scale)
             if not ok.all():
                 if nodata is None:
                     raise InputError("has invalid pixels but no no-data value to mark them", pair.ms_path)

@@ -12,7 +12,8 @@ Accepted on purpose (the test checks the output instead):
 - no-data — int16 with −9999 and a collar, no-data declared in one input only, Landsat-7-style stripes, NaN as
   the no-data value: the output is no-data exactly where either input is, and finite, in-range values elsewhere
   (the interior far from no-data is unchanged by it). A PAN no-data value the MS dtype cannot hold (−9999 for
-  uint16) is replaced by one it can that no fused pixel takes (65535).
+  uint16) is replaced by one it can that no fused pixel takes (65535). A valid pixel that fuses to the no-data
+  value (a dark pixel clipped to 0 beside a 0 no-data frame) is moved 1 DN off it, so it stays valid.
 - constant and all-zero areas are data, not errors: the output stays finite and is zero where the inputs are.
 - values above ``--bit-depth``: clipped to the full scale (never wrapped) — the same output as clipped inputs.
 """
@@ -251,6 +252,13 @@ def _stripes(a):
     return np.where(((cols + rows // 3) % 9 < 2)[None], 0, a)
 
 
+def _dark_beside_bright(a):
+    """A no-data (0) frame around dark pixels (1 DN) above bright ones: interpolation undershoot fuses dark
+    pixels to 0, which must not read back as no-data."""
+    rows = np.arange(a.shape[1])[None, :, None]  # (1, H, 1)
+    return _collar(COLLAR, 0)(np.where(rows < a.shape[1] // 2, 1, 2000).astype(a.dtype) + np.zeros_like(a))
+
+
 def _zero_and_constant(a):
     """float32 pixels: the top-left quarter all zero, the bottom-right quarter constant."""
     a = a.astype(np.float32)
@@ -314,6 +322,8 @@ ACCEPTED = {
     "nodata_in_pan_only": (lambda p: rewrite(p.pan, values=_collar(10, 0), nodata=0), [], _interior_unchanged),
     "pan_nodata_outside_the_ms_dtype": (lambda p: rewrite(p.pan, values=_collar(10, -9999, np.int16), nodata=-9999),
                                         [], _nodata_value(65535)),
+    "dark_pixels_beside_zero_nodata": (lambda p: rewrite(p.ms, values=_dark_beside_bright, nodata=0),
+                                       [], None),
     "landsat7_stripes_in_ms": (lambda p: rewrite(p.ms, values=_stripes, nodata=0), [], None),
     "nan_as_nodata": (lambda p: rewrite(p.ms, values=_poke(np.nan), nodata=np.nan), [], None),
     "zero_and_constant_areas": (lambda p: (rewrite(p.ms, values=_zero_and_constant),
