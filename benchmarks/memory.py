@@ -8,8 +8,8 @@ keep the demo's origin and pixel sizes, so the pair's geometry is the demo's, on
 process that only loads the model gives the fixed part. The scene-size dependence is the 16×/1× ratio.
 
 The working set is one network call: ``batch`` tiles, taken from one row of tiles. The demo (1×) has only 2
-tiles per row, so with ``--batch 4`` (the CLI default) it runs calls of 2 tiles while the mosaics run calls of
-4: batch 2 compares scene sizes at the same call size, batch 4 shows what a user of the defaults sees.
+tiles per row, so batch 2 (the CLI default) compares scene sizes at the same call size; with ``--batch 4`` the
+demo still runs calls of 2 tiles while the mosaics run calls of 4, which shows the cost of a larger call.
 """
 from __future__ import annotations
 

@@ -33,6 +33,9 @@ from .raster_io import (RasterPair, _first_line, atomic_output, bit_depth_for_ma
 from .session import Device
 from .tiling import Tile, TileGrid
 
+# GDAL's block cache while fusing: one row of tiles' reads fits many times over, and a fixed cap keeps peak
+# memory independent of the machine (GDAL's default is 5 % of RAM, which a very large scene fills).
+GDAL_CACHE_BYTES = 128 * 2**20
 METRICS_MAX_SIDE = 2048  # full-resolution metrics use at most this central crop (PAN pixels per side)
 
 
@@ -244,8 +247,8 @@ def fuse_scene(ms_path: str | os.PathLike, pan_path: str | os.PathLike, out_path
     with atomic_output(out_path) as final_tmp:
         raw_tmp = final_tmp.with_suffix(".raw.tmp")  # like final_tmp, a name .<output>.ddrf-*.tmp
         try:
-            with rasterio.Env(GDAL_NUM_THREADS="1"), rasterio.open(ms_path) as ms_ds, \
-                    rasterio.open(pan_path) as pan_ds, \
+            with rasterio.Env(GDAL_NUM_THREADS="1", GDAL_CACHEMAX=GDAL_CACHE_BYTES), \
+                    rasterio.open(ms_path) as ms_ds, rasterio.open(pan_path) as pan_ds, \
                     rasterio.open(raw_tmp, "w", **_output_profile(pair, nodata)) as dst:
                 for b, desc in enumerate(pair.band_descriptions or (), start=1):
                     dst.set_band_description(b, desc or spec.bands[b - 1])
