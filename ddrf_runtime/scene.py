@@ -52,10 +52,14 @@ class SceneConfig:
     metrics: bool = False  # compute full-resolution D_λ / D_s / HQNR into the report
 
 
-def default_model(bands: int, backend: Backend) -> Path:
-    """The bundled model for ``bands`` MS bands."""
+# Bundled model per (MS bands C, guide bands k): pansharpening by band count, hyperspectral by guide.
+BUNDLED_MODELS = {(4, 1): "ddrf_4band", (8, 1): "ddrf_8band", (128, 9): "ddrf_hs_ms", (128, 1): "ddrf_hs_pan"}
+
+
+def default_model(bands: int, guide_bands: int, backend: Backend) -> Path:
+    """The bundled model for ``bands`` MS and ``guide_bands`` guide bands (it may not be installed)."""
     ext = "onnx" if Backend(backend) is Backend.ONNX else "pt"
-    return MODELS_DIR / f"ddrf_{bands}band.{ext}"
+    return MODELS_DIR / f"{BUNDLED_MODELS.get((bands, guide_bands), f'ddrf_{bands}band')}.{ext}"
 
 
 def _check_against_model(pair: RasterPair, denoiser: DenoiserLike, model_path: str) -> None:
@@ -226,9 +230,10 @@ def fuse_scene(ms_path: str | os.PathLike, pan_path: str | os.PathLike, out_path
             check_output_path(extra, (ms_path, pan_path, out_path), True)
     t = time.perf_counter()
     pair = inspect_pair(ms_path, pan_path)
-    model_path = str(config.model or default_model(pair.ms_count, config.backend))
+    model_path = str(config.model or default_model(pair.ms_count, pair.pan_count, config.backend))
     if config.model is None and not Path(model_path).exists():
-        raise ModelError(f"no bundled model for {pair.ms_count}-band MS; pass --model", model_path)
+        raise ModelError(f"no bundled model for {pair.ms_count}-band MS with a {pair.pan_count}-band guide; "
+                         "pass --model", model_path)
     denoiser = load_denoiser(model_path, config.backend, config.device, config.threads)
     _check_against_model(pair, denoiser, model_path)
     spec, options = denoiser.spec, config.fuse

@@ -128,3 +128,39 @@ def test_metrics_on_128_bands(data_dir):
     (f,) = ds.full_resolution_split("hs_pan")
     full = full_resolution_metrics(f.lms, f.lms, f.pan, f.sensor, f.ratio)
     assert all(0 <= full[k] <= 1 for k in ("D_lambda", "D_s", "HQNR"))
+
+
+def _geotiff(path, pixels: np.ndarray, res: float) -> None:
+    """(rows, cols[, bands]) DN → an int16 GeoTIFF at ``res`` metres per pixel, all files sharing one origin."""
+    import rasterio
+    from affine import Affine
+
+    arr = np.rint(pixels if pixels.ndim == 3 else pixels[..., None]).astype(np.int16).transpose(2, 0, 1)
+    with rasterio.open(path, "w", driver="GTiff", width=arr.shape[2], height=arr.shape[1], count=arr.shape[0],
+                       dtype="int16", crs="EPSG:32631", transform=Affine(res, 0, 448_000, 0, -res, 5_411_000)) as dst:
+        dst.write(arr)
+
+
+@pytest.mark.parametrize("family", ["hs_ms", "hs_pan"])
+def test_ddrf_run_fuses_hyperspectral_geotiffs_with_the_bundled_model(data_dir, tmp_path, cli, family):
+    """HS + guide GeoTIFFs at ratio 3 through ``ddrf-run``, which picks the bundled model by the band counts of
+    the pair: the 128-band output is the library's ``fuse_arrays`` result (same defaults), on the guide grid,
+    with the Hyperion band names."""
+    import rasterio
+
+    from ddrf_runtime.datapaths import MODELS_DIR
+    from ddrf_runtime.session import Denoiser
+
+    model = MODELS_DIR / f"ddrf_{family}.onnx"
+    (p,) = ds.reduced_resolution_split(family, "test")  # LR HS (h, w, 128), guide (3h, 3w[, k])
+    _geotiff(tmp_path / "hs.tif", p.ms_lr, 90.0)
+    _geotiff(tmp_path / "guide.tif", p.pan, 30.0)
+    out = tmp_path / "fused.tif"
+    rc, lines = cli(tmp_path / "hs.tif", "--pan", tmp_path / "guide.tif", "-o", out, "--bit-depth", "15", "-q")
+    assert (rc, lines) == (0, [])
+    with rasterio.open(out) as o:
+        fused = o.read().transpose(1, 2, 0)  # (3h, 3w, 128)
+        assert o.res == (30.0, 30.0) and o.descriptions == ds.HYPERION_BANDS
+    ms_lr, guide = (np.rint(a).astype(np.int16).astype(np.float32) for a in (p.ms_lr, p.pan))
+    want = fuse_arrays(ms_lr, guide, Denoiser(model, "cpu"), FuseOptions(bit_depth=15))
+    np.testing.assert_allclose(fused, np.clip(np.rint(want), 0, 32767), atol=1)
