@@ -212,3 +212,17 @@ def test_disk_full_part_way(tmp_path, fake_models):
     assert all(s.startswith("_tiff") for s in libtiff), libtiff  # libtiff's own report, printed by C code
     assert line.startswith(f"ddrf-run: error: {out}: writing failed (") and "nothing was written" in line
     assert list(tmp_path.iterdir()) == []
+
+
+def test_fuse_scene_ships_to_worker_processes():
+    """A scheduler (Ray, multiprocessing) sends ``fuse_scene`` and its config by pickle: both must round-trip."""
+    import pickle
+
+    from ddrf_runtime.backends import Backend
+    from ddrf_runtime.pipeline import FuseOptions
+    from ddrf_runtime.scene import SceneConfig, fuse_scene
+
+    config = SceneConfig(model="m.onnx", backend=Backend.TORCH, fuse=FuseOptions(steps=2, tile=256, seed=7),
+                         threads=1, metrics=True)
+    assert pickle.loads(pickle.dumps(config)) == config
+    assert pickle.loads(pickle.dumps(fuse_scene)) is fuse_scene
