@@ -6,7 +6,8 @@ Each variant is ``configs/small_4band.toml`` with one switch flipped, trained fr
 same number of optimiser steps on the same crops (``--runs``/<variant>/last.pt; an interrupted variant
 resumes, a finished one is reused). Every variant's EMA weights then fuse the Wald pairs of
 ``reduced_resolution_split("4band", "test")`` through the runtime pipeline (PyTorch backend, seed 0) at
-1 and 10 DDIM steps; the regressor has no steps, so it is scored once.
+1 and 10 DDIM steps; the regressor has no steps, so it is scored once. Scores are cached in each run
+directory, so adding a variant costs only its own training and scoring.
 """
 from __future__ import annotations
 
@@ -55,6 +56,8 @@ VARIANTS = (
             lambda c: dataclasses.replace(c, model=dataclasses.replace(c.model, wavelet_modulation=False))),
     Variant("regressor", "no diffusion: x_t = 0 and a fixed t, trained as a direct residual regressor",
             _diffusion(formulation=Formulation.REGRESSION)),
+    Variant("ddrf_t_last", "diffusion trained only at t = T−1, the one timestep the 1-step sampler uses",
+            _diffusion(last_t_prob=1.0)),
 )
 
 
@@ -90,9 +93,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
         cfg = variant_config(base, variant, args)
         last = train_variant(cfg, train_pairs, val_pairs)
         payload, _ = read_checkpoint(last)
-        denoiser = TorchDenoiser(last, "cpu", args.threads)
         steps = (1,) if cfg.diffusion.formulation is Formulation.REGRESSION else EVAL_STEPS
-        scores = [score(denoiser, test_pairs, s) for s in steps]
+        scores = _scores(last, payload["step"], steps, test_pairs, args.threads)
         for s in scores:
             say(NAME, f"{variant.name} @ {s['steps']} steps: ERGAS {s['ERGAS']:.3f}, SAM {s['SAM']:.3f}")
         rows.append({"variant": variant.name, "change": variant.change, "step": payload["step"],
@@ -100,6 +102,18 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
     return {**env, "iterations": args.iterations, "patch": args.patch, "batch": base.train.batch,
             "threads": args.threads, "base_config": str(BASE_CONFIG), "pairs": [p.name for p in test_pairs],
             "rows": rows}
+
+
+def _scores(last: Path, step: int, steps: tuple[int, ...], pairs: list[datasets.Pair], threads: int) -> list[dict]:
+    """Test-split scores of a checkpoint, cached next to it (keyed by its step and the sampling steps)."""
+    cache = last.with_name("scores.json")
+    key = {"step": step, "steps": list(steps), "pairs": [p.name for p in pairs]}
+    if cache.exists() and (cached := json.loads(cache.read_text()))["key"] == key:
+        return cached["scores"]
+    denoiser = TorchDenoiser(last, "cpu", threads)
+    scores = [score(denoiser, pairs, s) for s in steps]
+    cache.write_text(json.dumps({"key": key, "scores": scores}))
+    return scores
 
 
 def _train_seconds(log: Path) -> float:
