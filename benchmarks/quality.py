@@ -23,7 +23,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from ddrf_runtime import baselines, datasets, splits
+from ddrf_runtime import bands, baselines, datasets, splits
 from ddrf_runtime.metrics import full_resolution_metrics, reduced_resolution_metrics
 from ddrf_runtime.pipeline import FuseOptions, fuse_arrays
 from ddrf_runtime.session import Denoiser
@@ -61,7 +61,7 @@ def model_fuser(denoiser: Denoiser) -> Fuser:
 
 def fits(denoiser: Denoiser, family: str) -> bool:
     """Whether the model was trained for this family's bands, guide bands and ratio."""
-    fam, spec = datasets.FAMILIES[family], denoiser.spec
+    fam, spec = bands.FAMILIES[family], denoiser.spec
     return (spec.bands, spec.guide_bands, spec.ratio) == (fam.bands, fam.guide_bands, fam.ratio)
 
 
@@ -100,9 +100,9 @@ def evaluate(family: str, fusers: Mapping[str, Fuser]) -> dict:
     full = {f.name: _score(fusers, f) for f in datasets.full_resolution_split(family)}
     return {
         "family": family,
-        "ratio": datasets.FAMILIES[family].ratio,
-        "bands": len(datasets.FAMILIES[family].bands),
-        "guide_bands": datasets.FAMILIES[family].guide_bands,
+        "ratio": bands.FAMILIES[family].ratio,
+        "bands": len(bands.FAMILIES[family].bands),
+        "guide_bands": bands.FAMILIES[family].guide_bands,
         "reduced": reduced,
         "reduced_mean": _summary(reduced),
         "full": full,
