@@ -133,7 +133,8 @@ def to_markdown(r: dict) -> str:
              *environment_lines(r),
              f"- budget: {r['iterations']} steps × batch {r['batch']} × {r['patch']}² crops per variant, "
              f"{r['threads']} thread(s), same seed; base `{r['base_config']}` (small preset)",
-             f"- test: {len(r['pairs'])} held-out pairs; EMA weights; runtime pipeline with the PyTorch backend, seed 0", ""]
+             f"- test: {len(r['pairs'])} held-out pairs; EMA weights; runtime pipeline with the PyTorch backend, "
+             "seed 0", ""]
     table = []
     for row in r["rows"]:
         for s in row["scores"]:

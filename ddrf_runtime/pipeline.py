@@ -35,7 +35,7 @@ class FuseOptions:
     steps: int | None = None  # DDIM steps (network evaluations per tile); None → the model's default_steps
     tile: int | None = None  # tile side, PAN pixels, a multiple of lcm(model size_multiple, ratio); bounds memory
     overlap: int | None = None  # minimum overlap of neighbouring tiles, PAN pixels (multiple of the ratio); blended
-    batch: int = 2  # tiles per network call; ORT's CPU attention holds ≈ 0.5 GiB of scores per 512² tile
+    batch: int = 2  # tiles per network call; ORT's CPU attention holds ≈ 0.5 GiB per 512² tile (small model)
     seed: int = 0  # scene noise seed: a tile's noise depends only on it and the tile's position
     bit_depth: int | None = None  # inputs' full scale is 2**bit_depth − 1; None → uint8: 8, else the model default
 

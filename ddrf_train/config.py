@@ -40,7 +40,7 @@ class DataFamily(str, enum.Enum):
 
 
 class Formulation(str, enum.Enum):
-    """How the network is trained and sampled (the "with vs without diffusion" ablation of issue 4)."""
+    """How the network is trained and sampled (the "with vs without diffusion" ablation, benchmarks.ablation)."""
 
     DIFFUSION = "diffusion"  # denoise x_t at a random timestep (DDRF)
     REGRESSION = "regression"  # the same network fed x_t = 0 at a fixed t: a direct regressor of the target

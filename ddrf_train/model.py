@@ -101,7 +101,7 @@ class SelfAttention(nn.Module):
         b, c, hh, ww = h.shape
         qkv = self.qkv(self.norm(h)).reshape(b, 3, self.heads, c // self.heads, hh * ww)  # (B, 3, h, d, N)
         # Contiguous (B, h, N, d): torch's CPU flash kernel refuses strided views and falls back to the
-        # O(N²)-memory math kernel (6× slower at a 512² tile); a no-op in the exported graph.
+        # O(N²)-memory math kernel (6× slower attention at a 512² tile); a no-op in the exported graph.
         q, k, v = qkv.transpose(3, 4).contiguous().unbind(1)  # (B, h, N, d) each
         out = F.scaled_dot_product_attention(q, k, v)  # (B, h, N, d)
         return h + self.proj(out.transpose(2, 3).reshape(b, c, hh, ww))
