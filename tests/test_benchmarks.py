@@ -78,3 +78,25 @@ def test_mirror_tile_is_continuous_and_keeps_the_geotransform(tmp_path) -> None:
     with rasterio.open(dst) as ds:
         assert (ds.width, ds.height, ds.transform, ds.crs.to_epsg()) == (8, 6, transform, 32649)
         np.testing.assert_array_equal(ds.read(), m)
+
+
+def test_ablation_variants_differ_from_ddrf_in_their_one_switch(tmp_path):
+    """Equal budget, one change each: every variant's config equals the DDRF row's except the switch it names."""
+    import argparse
+
+    from benchmarks.ablation import BASE_CONFIG, VARIANTS, variant_config
+    from ddrf_train.config import load_config
+
+    args = argparse.Namespace(iterations=300, patch=48, threads=1, runs=tmp_path)
+    base = load_config(BASE_CONFIG)
+    configs = {v.name: variant_config(base, v, args).to_dict() for v in VARIANTS}
+    reference = configs.pop("ddrf")
+    assert reference["train"]["iterations"] == 300 and reference["train"]["patch"] == 48
+    expected = {"no_residual": ("diffusion", "residual"), "eps": ("diffusion", "objective"),
+                "no_wavelet": ("model", "wavelet_modulation"), "regressor": ("diffusion", "formulation"),
+                "ddrf_t_last": ("diffusion", "last_t_prob")}
+    assert set(configs) == set(expected)
+    for name, config in configs.items():
+        changed = {(section, key) for section in config for key in config[section]
+                   if config[section][key] != reference[section][key] and key != "out_dir"}
+        assert changed == {expected[name]}, name
