@@ -1,13 +1,15 @@
 """Ablation of the DDRF design at an equal training budget, scored on the 4-band test split.
 
     python -m benchmarks.ablation [--iterations 1500] [--patch 48] [--runs runs/ablation] [--threads 1]
+                                  [--seed 0] [--variants ddrf regressor ...]
 
 Each variant is ``configs/small_4band.toml`` with one switch flipped, trained from the same seed for the
 same number of optimiser steps on the same crops (``--runs``/<variant>/last.pt; an interrupted variant
 resumes, a finished one is reused). Every variant's EMA weights then fuse the Wald pairs of
 ``reduced_resolution_split("4band", "test")`` through the runtime pipeline (PyTorch backend, seed 0) at
 1 and 10 DDIM steps; the regressor has no steps, so it is scored once. Scores are cached in each run
-directory, so adding a variant costs only its own training and scoring.
+directory, so adding a variant costs only its own training and scoring. ``--seed`` repeats the study with
+another training seed (run directories ``<runs>_seed<N>``, results ``ablation_seed<N>``) to see how far rows move.
 """
 from __future__ import annotations
 
@@ -64,7 +66,7 @@ VARIANTS = (
 def variant_config(base: ExperimentConfig, variant: Variant, args: argparse.Namespace) -> ExperimentConfig:
     """The variant at the ablation budget: its own run directory, validation only at the end."""
     train = dataclasses.replace(base.train, iterations=args.iterations, patch=args.patch, threads=args.threads,
-                                out_dir=str(args.runs / variant.name), val_every=args.iterations,
+                                out_dir=str(_runs_dir(args) / variant.name), val_every=args.iterations, seed=args.seed,
                                 warmup=min(base.train.warmup, args.iterations // 5),
                                 ema_warmup=min(base.train.ema_warmup, args.iterations // 2))
     return variant.edit(dataclasses.replace(base, train=train)).validate(variant.name)
@@ -89,7 +91,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
     val_pairs = datasets.reduced_resolution_split("4band", "val")
     test_pairs = datasets.reduced_resolution_split("4band", "test")
     rows = []
-    for variant in VARIANTS:
+    for variant in (v for v in VARIANTS if v.name in args.variants):
         cfg = variant_config(base, variant, args)
         last = train_variant(cfg, train_pairs, val_pairs)
         payload, _ = read_checkpoint(last)
@@ -100,8 +102,13 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
         rows.append({"variant": variant.name, "change": variant.change, "step": payload["step"],
                      "train_seconds": _train_seconds(Path(cfg.train.out_dir) / "log.jsonl"), "scores": scores})
     return {**env, "iterations": args.iterations, "patch": args.patch, "batch": base.train.batch,
-            "threads": args.threads, "base_config": str(BASE_CONFIG), "pairs": [p.name for p in test_pairs],
+            "threads": args.threads, "seed": args.seed, "base_config": str(BASE_CONFIG),
+            "pairs": [p.name for p in test_pairs],
             "rows": rows}
+
+
+def _runs_dir(args: argparse.Namespace) -> Path:
+    return args.runs if args.seed == 0 else args.runs.with_name(f"{args.runs.name}_seed{args.seed}")
 
 
 def _scores(last: Path, step: int, steps: tuple[int, ...], pairs: list[datasets.Pair], threads: int) -> list[dict]:
@@ -132,7 +139,7 @@ def to_markdown(r: dict) -> str:
     lines = ["# Ablation at an equal training budget (4-band test split, Wald protocol)", "",
              *environment_lines(r),
              f"- budget: {r['iterations']} steps × batch {r['batch']} × {r['patch']}² crops per variant, "
-             f"{r['threads']} thread(s), same seed; base `{r['base_config']}` (small preset)",
+             f"{r['threads']} thread(s), training seed {r['seed']} for all; base `{r['base_config']}` (small preset)",
              f"- test: {len(r['pairs'])} held-out pairs; EMA weights; runtime pipeline with the PyTorch backend, "
              "seed 0", ""]
     table = []
@@ -152,9 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--patch", type=int, default=48, help="training crop side (default 48)")
     ap.add_argument("--runs", type=Path, default=Path("runs/ablation"), help="run directories (default runs/ablation)")
     ap.add_argument("--threads", type=int, default=1, help="torch/numba threads (default 1)")
+    ap.add_argument("--seed", type=int, default=0, help="training seed of every variant (default 0)")
+    ap.add_argument("--variants", nargs="+", choices=[v.name for v in VARIANTS], default=[v.name for v in VARIANTS],
+                    help="which variants (default: all)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    run_and_write(NAME, lambda: run(args, argv), to_markdown)
+    run_and_write(NAME if args.seed == 0 else f"{NAME}_seed{args.seed}", lambda: run(args, argv), to_markdown)
     return 0
 
 

@@ -87,7 +87,7 @@ def test_ablation_variants_differ_from_ddrf_in_their_one_switch(tmp_path):
     from benchmarks.ablation import BASE_CONFIG, VARIANTS, variant_config
     from ddrf_train.config import load_config
 
-    args = argparse.Namespace(iterations=300, patch=48, threads=1, runs=tmp_path)
+    args = argparse.Namespace(iterations=300, patch=48, threads=1, runs=tmp_path, seed=0)
     base = load_config(BASE_CONFIG)
     configs = {v.name: variant_config(base, v, args).to_dict() for v in VARIANTS}
     reference = configs.pop("ddrf")
