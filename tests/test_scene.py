@@ -160,10 +160,15 @@ def test_cli_discovers_the_pan_and_names_the_output(tmp_path, demo_crop, fake_mo
 # ---- faults ----------------------------------------------------------------------------------------------------
 
 def _start_slow_run(out_dir, model):
-    """A ddrf-run on the whole demo taking far longer than the test (289 tiles × 100 steps)."""
+    """A ddrf-run on the whole demo taking far longer than the test (289 tiles × 100 steps).
+
+    Started as from an interactive shell: a shell script's background job inherits SIGINT ignored, and Python
+    then keeps ignoring it, so the Ctrl-C test would depend on how the test suite itself was launched.
+    """
     return subprocess.Popen([DDRF_RUN, DEMO_MS, "--pan", DEMO_PAN, "-o", out_dir / "fused.tif", "--model", model,
                              "--tile", "64", "--overlap", "16", "--steps", "100", "--device", "cpu", "-q"],
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for_temp_file(proc, out_dir, timeout=60.0):
