@@ -35,7 +35,30 @@ class DenoiserLike(Protocol):
 
 def load_denoiser(path: str | os.PathLike, backend: Backend = Backend.ONNX, device: Device = Device.AUTO,
                   intra_op_threads: int | None = None) -> DenoiserLike:
-    """Open a model for ``backend``; errors are ModelError/DeviceError/ConfigError naming the file."""
+    """Open a model for ``backend``, or return the one this process already opened with the same arguments.
+
+    Keeping it loaded makes the session's one-off costs (graph optimisation, cuDNN's convolution algorithm
+    search per input shape) once per process and tile shape, not once per scene. A file replaced on disk
+    (other size or modification time) is loaded afresh. Errors are ModelError/DeviceError/ConfigError.
+    """
+    try:
+        stat = os.stat(path)
+        key = (os.path.realpath(path), stat.st_mtime_ns, stat.st_size, Backend(backend), Device(device),
+               intra_op_threads)
+    except (OSError, ValueError):
+        return _open(path, backend, device, intra_op_threads)  # the loader raises the right error
+    if key not in _LOADED:
+        if len(_LOADED) >= _KEEP_LOADED:
+            _LOADED.pop(next(iter(_LOADED)))
+        _LOADED[key] = _open(path, backend, device, intra_op_threads)
+    return _LOADED[key]
+
+
+_KEEP_LOADED = 2  # networks kept per process (e.g. the fp32 and fp16 export, or two band families)
+_LOADED: dict[tuple, DenoiserLike] = {}
+
+
+def _open(path: str | os.PathLike, backend: Backend, device: Device, intra_op_threads: int | None) -> DenoiserLike:
     if Backend(backend) is Backend.ONNX:
         return Denoiser(path, device, intra_op_threads)
     try:

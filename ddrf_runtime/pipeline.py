@@ -97,31 +97,56 @@ def condition_tile(grid: TileGrid, tile: Tile, ms_read: np.ndarray, pan_read: np
     return np.ascontiguousarray(cond.transpose(2, 0, 1), np.float32)  # (C+k, th, tw)
 
 
-def fuse_tiles(grid: TileGrid, tiles: Sequence[Tile], ms_reads: Sequence[np.ndarray], pan_reads: Sequence[np.ndarray],
-               denoiser: DenoiserLike, options: FuseOptions, *, scale: float, progress: tqdm | None = None) -> np.ndarray:
-    """Fuse tiles ``options.batch`` at a time: (n, tile rows, tile cols, C) float32 DN in [0, scale].
+@dataclass(frozen=True, eq=False)  # holds arrays
+class BatchInputs:
+    """Everything the network needs for one batch of tiles, prepared on the CPU ahead of the network call."""
+
+    tiles: tuple[Tile, ...]
+    cond: np.ndarray  # (B, C+k, th, tw) float32: cat[lms_n, guide_n]
+    wav: np.ndarray  # (B, C+3k, th/2, tw/2) float32: DB1 sub-bands of the condition
+    noise: np.ndarray  # (B, C, th, tw) float32: each tile's starting noise, a function of seed and position
+
+
+def prepare_batch(grid: TileGrid, tiles: Sequence[Tile], ms_reads: Sequence[np.ndarray],
+                  pan_reads: Sequence[np.ndarray], spec: ModelSpec, options: FuseOptions, scale: float) -> BatchInputs:
+    """The CPU half of fusing tiles: conditions, wavelets and noise (numpy/numba; no network, GIL mostly free).
 
     ``ms_reads[i]``/``pan_reads[i]`` are the DN pixels of ``tiles[i].ms``/``tiles[i].read``. Each tile's
     starting noise comes from ``tile_noise(options.seed, row, col)``, so results do not depend on batching.
+    """
+    c = spec.num_bands
+    th, tw = grid.tile_shape
+    cond = np.stack([condition_tile(grid, t, m, p, scale) for t, m, p in zip(tiles, ms_reads, pan_reads)])
+    wav = wavelet_condition(cond[:, :c], cond[:, c:])  # (B, C+3k, th/2, tw/2)
+    noise = np.stack([tile_noise(options.seed, t.window.row, t.window.col, (c, th, tw)) for t in tiles])
+    return BatchInputs(tuple(tiles), cond, wav, noise)
+
+
+def denoise_batch(batch: BatchInputs, denoiser: DenoiserLike, options: FuseOptions, *, scale: float,
+                  progress: tqdm | None = None) -> np.ndarray:
+    """The network half: DDIM from the batch's noise, decoded to (B, th, tw, C) float32 DN in [0, scale].
+
     ``progress`` (a tqdm bar) advances by one per tile and step.
     """
     spec = denoiser.spec
     timesteps = ddim_timesteps(spec.timesteps, options.num_steps(spec))
-    alphas = spec.alphas_cumprod()
-    c = spec.num_bands
+    n = len(batch.tiles)
+    advance = None if progress is None else (lambda *_: progress.update(n))  # per network call
+    x0 = sample_ddim(denoiser.conditioned(batch.cond, batch.wav), batch.noise, timesteps, spec.alphas_cumprod(),
+                     callback=advance)
+    fused = spec.target.decode(x0, batch.cond[:, :spec.num_bands]) * np.float32(scale)  # (B, C, th, tw)
+    return np.clip(fused, 0.0, scale).transpose(0, 2, 3, 1)  # (B, th, tw, C)
+
+
+def fuse_tiles(grid: TileGrid, tiles: Sequence[Tile], ms_reads: Sequence[np.ndarray], pan_reads: Sequence[np.ndarray],
+               denoiser: DenoiserLike, options: FuseOptions, *, scale: float, progress: tqdm | None = None) -> np.ndarray:
+    """Fuse tiles ``options.batch`` at a time: (n, tile rows, tile cols, C) float32 DN in [0, scale]."""
     th, tw = grid.tile_shape
-    out = np.empty((len(tiles), th, tw, c), np.float32)  # (n, th, tw, C)
+    out = np.empty((len(tiles), th, tw, denoiser.spec.num_bands), np.float32)  # (n, th, tw, C)
     for b0 in range(0, len(tiles), options.batch):
-        group = range(b0, min(b0 + options.batch, len(tiles)))
-        cond = np.stack([condition_tile(grid, tiles[i], ms_reads[i], pan_reads[i], scale) for i in group])
-        lms_n = cond[:, :c]  # (B, C, th, tw) view
-        wav = wavelet_condition(lms_n, cond[:, c:])  # (B, C+3k, th/2, tw/2)
-        x_t = np.stack([tile_noise(options.seed, tiles[i].window.row, tiles[i].window.col, (c, th, tw))
-                        for i in group])  # (B, C, th, tw)
-        advance = None if progress is None else (lambda *_: progress.update(len(group)))  # per network call
-        x0 = sample_ddim(denoiser.conditioned(cond, wav), x_t, timesteps, alphas, callback=advance)
-        fused = spec.target.decode(x0, lms_n) * np.float32(scale)  # (B, C, th, tw)
-        out[b0:b0 + len(group)] = np.clip(fused, 0.0, scale).transpose(0, 2, 3, 1)
+        group = slice(b0, b0 + options.batch)
+        batch = prepare_batch(grid, tiles[group], ms_reads[group], pan_reads[group], denoiser.spec, options, scale)
+        out[group] = denoise_batch(batch, denoiser, options, scale=scale, progress=progress)
     return out
 
 

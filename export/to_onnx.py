@@ -57,22 +57,29 @@ def _say(message: str) -> None:
 
 
 def group_norm(x, num_groups: int, weight=None, bias=None, eps: float = 1e-5, cudnn_enabled: bool = True):
-    """aten.group_norm as InstanceNormalization over (B, G, C/G·H·W), then the per-channel affine.
+    """aten.group_norm from primitive ops (ReduceMean, Sub, Mul, Add, Sqrt, Reciprocal) and the per-channel affine.
 
-    The default lowering emits ai.onnx GroupNormalization, which ONNX Runtime has no kernel for and expands
-    into many small ops; InstanceNormalization is native on every provider. Tensor arguments are left
-    unannotated: the exporter reads annotations to tell attributes (num_groups, eps) from inputs.
+    The default lowering emits ai.onnx GroupNormalization, which ONNX Runtime has no kernel for; the
+    InstanceNormalization form used before runs on ONNX Runtime's CPU EP even in a CUDA session (88 host
+    round trips per call on an H200, ../shared/docs/gpu.md). These primitives have kernels on every provider.
+    The statistics are a (B, G, 1) tensor, so the scale is one reciprocal per group and a multiply per pixel.
+    Tensor arguments are left unannotated: the exporter reads annotations to tell attributes from inputs.
     """
     shape = op.Shape(x)  # (B, C, H, W)
-    grouped = op.Reshape(x, op.Concat(op.Shape(x, start=0, end=1), op.Constant(value_ints=[num_groups, -1]), axis=0))
-    ones = op.Constant(value_floats=[1.0] * num_groups)
-    zeros = op.Constant(value_floats=[0.0] * num_groups)
-    y = op.Reshape(op.InstanceNormalization(grouped, ones, zeros, epsilon=eps), shape)  # (B, C, H, W)
-    per_channel = op.Concat(op.Shape(x, start=1, end=2), op.Constant(value_ints=[1, 1]), axis=0)  # (C, 1, 1)
-    if weight is not None:
-        y = op.Mul(y, op.Reshape(weight, per_channel))
+    batch = op.Shape(x, start=0, end=1)
+    grouped = op.Reshape(x, op.Concat(batch, op.Constant(value_ints=[num_groups, -1]), axis=0))  # (B, G, N)
+    axes = op.Constant(value_ints=[2])
+    centred = op.Sub(grouped, op.ReduceMean(grouped, axes, keepdims=1))  # (B, G, N)
+    variance = op.ReduceMean(op.Mul(centred, centred), axes, keepdims=1)  # (B, G, 1)
+    rstd = op.Reciprocal(op.Sqrt(op.Add(variance, op.CastLike(op.Constant(value_float=eps), x))))  # (B, G, 1)
+    if weight is None:
+        y = op.Reshape(op.Mul(centred, rstd), shape)  # (B, C, H, W)
+    else:  # fold the weight into the per-group scale: one pass over the pixels for both
+        scale = op.Mul(rstd, op.Reshape(weight, op.Constant(value_ints=[1, num_groups, -1])))  # (B, G, C/G)
+        scale = op.Reshape(scale, op.Concat(op.Shape(x, start=0, end=2), op.Constant(value_ints=[1, 1]), axis=0))
+        y = op.Mul(op.Reshape(centred, shape), scale)  # (B, C, H, W) · (B, C, 1, 1)
     if bias is not None:
-        y = op.Add(y, op.Reshape(bias, per_channel))
+        y = op.Add(y, op.Reshape(bias, op.Concat(op.Shape(x, start=1, end=2), op.Constant(value_ints=[1, 1]), axis=0)))
     return y
 
 
