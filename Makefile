@@ -8,15 +8,15 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# Runtime only: what an edge box installs (no torch).
+# Runtime only: what an edge box installs (no torch; the CPU build of ONNX Runtime).
 $(VENV)/.runtime: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q -e '.[cpu]'
 	touch $@
 
 # Everything: training, export and test tools.
 $(VENV)/.full: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[train,export,dev]'
+	$(BIN)/pip install -q -e '.[cpu,train,export,dev]'
 	touch $@
 
 .PHONY: demo test

@@ -7,13 +7,18 @@ exports (with fp32 or fp16 I/O) run through the same code.
 from __future__ import annotations
 
 import enum
+import importlib.metadata
 import logging
 import os
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import onnxruntime as ort
+
+try:
+    import onnxruntime as ort
+except ImportError:  # neither build installed: Denoiser says which extra to install
+    ort = None
 
 from .errors import ConfigError, DeviceError, ModelError
 from .model_spec import METADATA_KEY, ModelSpec, Objective
@@ -34,6 +39,25 @@ class Device(str, enum.Enum):
     AUTO = "auto"  # CUDA when this ONNX Runtime build has it, else CPU
     CUDA = "cuda"  # CUDA or fail (never a silent CPU fallback)
     CPU = "cpu"
+
+
+NO_RUNTIME = "ONNX Runtime is not installed: pip install 'ddrf[cpu]' (or 'ddrf[gpu]' on a CUDA machine)"
+_BUILDS = ("onnxruntime", "onnxruntime-gpu")  # distributions that both install the `onnxruntime` module
+
+
+def _check_runtime_install() -> None:
+    """DeviceError without ONNX Runtime; a warning when both builds are installed (one overwrote the other)."""
+    if ort is None:
+        raise DeviceError(NO_RUNTIME)
+    installed = []
+    for name in _BUILDS:
+        try:
+            installed.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    if len(installed) > 1:
+        log.warning("both %s are installed and share one module; keep one: pip uninstall -y onnxruntime "
+                    "onnxruntime-gpu, then pip install 'ddrf[cpu]' or 'ddrf[gpu]'", " and ".join(installed))
 
 
 def _requested_providers(device: Device) -> list[str]:
@@ -66,6 +90,7 @@ class Denoiser:
                  intra_op_threads: int | None = None) -> None:
         self.path = str(path)
         device = checked_device(device, intra_op_threads)
+        _check_runtime_install()
         if not Path(path).is_file():
             raise ModelError("model file not found", self.path)
         requested = _requested_providers(device)

@@ -223,3 +223,54 @@ def test_torch_backend_and_onnx_fuse_a_scene_the_same(exported, demo_crop, tmp_p
             images.append(ds.read().astype(np.float64))
     assert report["providers"] == ["CPUExecutionProvider"]
     assert np.abs(images[0] - images[1]).max() / (2.0 ** report["bit_depth"] - 1) <= 1e-3
+
+
+def _placement() -> dict:
+    import json
+    from pathlib import Path
+    return json.loads((Path(__file__).resolve().parents[1] / "export" / "cuda_ops.json").read_text())
+
+
+@pytest.mark.parametrize("artifact", [1, 2], ids=["fp32", "fp16"])
+def test_every_exported_op_runs_on_the_cuda_provider(exported, artifact):
+    """The op set measured on a GPU (export/cuda_ops.json): an op ONNX Runtime ran on its CPU EP inside a CUDA
+    session (InstanceNormalization: 88 host round trips per call) must never come back, and a new op type
+    must be placed on a device before it ships."""
+    placement = _placement()
+    ops = set(op_counts(onnx.load(exported[artifact])))
+    on_cpu = ops & set(placement["cpu"])
+    unknown = ops - set(placement["cuda"]) - set(placement["cuda_expected"])
+    assert not on_cpu, f"ops that ran on the CPU EP of a CUDA session: {sorted(on_cpu)}"
+    assert not unknown, f"ops with no measured or expected CUDA placement: {sorted(unknown)}"
+
+
+def test_group_norm_translation_matches_torch_at_the_scale_of_a_real_tile():
+    """The primitive-op GroupNorm (ReduceMean/Sub/Mul/Sqrt/Reciprocal) equals torch's on a 64×256² input, where
+    one group holds 4 M values, with and without the affine, for one and several groups."""
+    from export.to_onnx import export_graph  # noqa: F401 (the translation is what export_graph installs)
+    from export.to_onnx import group_norm as translation
+
+    class Norms(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.one = torch.nn.GroupNorm(1, 64)
+            self.four = torch.nn.GroupNorm(4, 64, affine=False)
+            with torch.no_grad():
+                self.one.weight.uniform_(0.5, 1.5)
+                self.one.bias.uniform_(-0.5, 0.5)
+
+        def forward(self, x):
+            return self.one(x), self.four(x)
+
+    torch.manual_seed(0)
+    model = Norms().eval()
+    x = 3.0 * torch.randn(2, 64, 256, 256) + 1.5
+    program = torch.onnx.export(model, (x,), dynamo=True, opset_version=23, input_names=["x"],
+                                custom_translation_table={torch.ops.aten.group_norm.default: translation})
+    assert "InstanceNormalization" not in op_counts(program.model_proto)
+    session = ort.InferenceSession(program.model_proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"x": x.numpy()})
+    with torch.no_grad():
+        want = model(x)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w.numpy(), atol=2e-5, rtol=0)

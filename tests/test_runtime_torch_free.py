@@ -6,6 +6,7 @@ import sys
 import pytest
 
 import ddrf_runtime
+import ddrf_runtime.datapaths
 
 
 def _import_with_blocked(blocked: tuple[str, ...], modules: list[str]) -> subprocess.CompletedProcess:
@@ -42,3 +43,25 @@ def test_model_side_imports_without_raster_and_scipy():
                                                        "ddrf_train.checkpoint", "ddrf_train.backend"])
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip().endswith("ok")
+
+
+def test_ddrf_run_without_onnxruntime_says_which_extra_to_install(tmp_path):
+    """``pip install .`` without the [cpu]/[gpu] extra has no ONNX Runtime: one clear line, exit 2, no file."""
+    out = tmp_path / "fused.tif"
+    code = (
+        "import sys\n"
+        "class _Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'onnxruntime':\n"
+        "            raise ImportError(name + ' is blocked in this test')\n"
+        "sys.meta_path.insert(0, _Block())\n"
+        "from ddrf_runtime.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    demo = ddrf_runtime.datapaths.DEMO_DIR
+    res = subprocess.run([sys.executable, "-c", code, str(demo / "ms.tif"), "--pan", str(demo / "pan.tif"),
+                          "-o", str(out)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2, res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert "ONNX Runtime is not installed" in last and "ddrf[cpu]" in last and "ddrf[gpu]" in last, res.stderr
+    assert list(tmp_path.iterdir()) == []
