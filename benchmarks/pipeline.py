@@ -1,0 +1,178 @@
+"""Scene throughput of everything around the network, and with the real network, on a 16-MP scene.
+
+    python -m benchmarks.pipeline [--side 4000] [--repeats 2] [--baseline-tree DIR] [--skip-model] [--quick]
+
+The "stub" run replaces the network by x0 = 0 (same inputs, outputs and metadata), so what it measures is the
+pipeline's own cost: reading, conditioning (23-tap upsampling, DB1 wavelets, noise), blending, writing and the
+COG — the ceiling any GPU box gets, measurable without a GPU. The scene is the bundled demo pair mirror-padded
+to ``side``² PAN pixels (16 MP by default). ``--baseline-tree`` runs the same stub through another checkout
+(e.g. ``git worktree add /tmp/base 0b459e4``) in the same run, for a ratio. Each run is a fresh process.
+The last line is ``pipeline: X MP/s (stub), Y MP/s (model)``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from ._fixtures import BUNDLED, read_demo
+from ._report import environment, environment_lines, markdown_table, run_and_write, say
+
+NAME = "pipeline"
+SCENES_DIR = Path(tempfile.gettempdir()) / "ddrf-benchmark-scenes"
+REPO = Path(__file__).resolve().parents[1]
+
+# One fused scene in a fresh interpreter: argv = scene dir, output path, model path, stub (0/1), JSON options.
+# The network is swapped by replacing ``scene.load_denoiser``, which every checkout's fuse_scene calls, so the
+# same code times this tree and a baseline tree.
+_RUN_ONE = r"""
+import json, sys, time
+import numpy as np
+from ddrf_runtime import scene
+from ddrf_runtime.pipeline import FuseOptions
+
+scene_dir, out, model, stub, options = sys.argv[1:6]
+options = json.loads(options)
+
+class ZeroNetwork:
+    def __init__(self, real):
+        self.spec, self.providers_used, self.versions, self.path = real.spec, ("stub (x0 = 0)",), {}, real.path
+
+    def conditioned(self, cond, wav):
+        return lambda x_t, t: np.zeros_like(x_t)
+
+if stub == "1":
+    load = scene.load_denoiser
+    scene.load_denoiser = lambda *a, **k: ZeroNetwork(load(*a, **k))
+fields = scene.SceneConfig.__dataclass_fields__
+config = scene.SceneConfig(model=model, overwrite=True, fuse=FuseOptions(**options.pop("fuse", {})),
+                           **{k: v for k, v in options.items() if k in fields})
+start = time.perf_counter()
+report = scene.fuse_scene(f"{scene_dir}/ms.tif", f"{scene_dir}/pan.tif", out, config)
+report["timings_s"]["process_total"] = time.perf_counter() - start
+print(json.dumps({"timings_s": report["timings_s"], "size": report["size"], "providers": report["providers"]}))
+"""
+
+
+def make_scene(side: int, folder: Path = SCENES_DIR) -> Path:
+    """The demo pair mirror-padded to ``side``² PAN pixels (tiled, deflate), made once and cached."""
+    import rasterio
+    from rasterio.transform import Affine
+
+    out = folder / f"demo_{side}"
+    if (out / "pan.tif").exists():
+        return out
+    demo = read_demo()
+    ratio = demo.pan.shape[0] // demo.ms.shape[0]
+    if side % ratio:
+        raise ValueError(f"side {side} is not a multiple of the ratio {ratio}")
+    ms = np.pad(demo.ms, ((0, side // ratio - demo.ms.shape[0]), (0, side // ratio - demo.ms.shape[1]), (0, 0)),
+                mode="symmetric")  # (side/r, side/r, C)
+    pan = np.pad(demo.pan, ((0, side - demo.pan.shape[0]), (0, side - demo.pan.shape[1])), mode="symmetric")
+    with rasterio.open(demo.ms_path) as src:
+        crs, ms_transform = src.crs, src.transform
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent if folder.exists() else None))
+    common = dict(driver="GTiff", dtype="uint16", crs=crs, tiled=True, blockxsize=256, blockysize=256,
+                  compress="deflate")
+    with rasterio.open(tmp / "ms.tif", "w", count=ms.shape[2], height=ms.shape[0], width=ms.shape[1],
+                       transform=ms_transform, **common) as dst:
+        dst.write(np.rint(ms).astype(np.uint16).transpose(2, 0, 1))
+    with rasterio.open(tmp / "pan.tif", "w", count=1, height=side, width=side,
+                       transform=ms_transform * Affine.scale(1 / ratio), **common) as dst:
+        dst.write(np.rint(pan).astype(np.uint16)[None])
+    folder.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, out)
+    return out
+
+
+def run_scene(tree: Path, scene: Path, model: Path, stub: bool, options: Mapping[str, Any], threads: int | None) -> dict:
+    """One fused scene through ``tree``'s runtime in a fresh process; its report's timings."""
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads))
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.run([sys.executable, "-c", _RUN_ONE, str(scene), f"{tmp}/fused.tif", str(model),
+                               "1" if stub else "0", json.dumps(dict(options))], cwd=tree, env=env,
+                              capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"scene run in {tree} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _rate(run: dict) -> float:
+    h, w = run["size"]
+    return h * w / 1e6 / run["timings_s"]["total"]
+
+
+def measure(label: str, tree: Path, scene: Path, model: Path, stub: bool, options: Mapping[str, Any],
+            repeats: int, threads: int | None) -> dict:
+    runs = []
+    for i in range(repeats):
+        runs.append(run_scene(tree, scene, model, stub, options, threads))
+        say(NAME, f"{label} run {i + 1}/{repeats}: {runs[-1]['timings_s']['total']:.2f} s ({_rate(runs[-1]):.2f} MP/s)")
+    best = min(runs, key=lambda r: r["timings_s"]["total"])
+    return {"label": label, "tree": str(tree), "stub": stub, "options": dict(options), "runs": runs,
+            "best": best, "mp_per_s": round(_rate(best), 3),
+            "median_total_s": round(statistics.median(r["timings_s"]["total"] for r in runs), 3)}
+
+
+def run(args: argparse.Namespace, argv: list[str]) -> dict:
+    env = environment(NAME, argv, ("numpy", "onnxruntime", "numba", "rasterio"))
+    side = 2000 if args.quick else args.side
+    scene = make_scene(side)
+    model = args.model or BUNDLED.with_suffix(".onnx")
+    say(NAME, f"scene {scene} ({side}² PAN pixels), model {model}")
+    rows = [measure("stub", REPO, scene, model, True, {}, args.repeats, None)]
+    if args.baseline_tree:
+        rows.append(measure("stub, baseline tree", args.baseline_tree, scene, model, True, {}, args.repeats, None))
+    rows.append(measure("stub, 1 worker, depth 1", REPO, scene, model, True, {"workers": 1, "queue_depth": 1},
+                        args.repeats, None))
+    if not args.skip_model:
+        rows.append(measure("model (1 step)", REPO, scene, model, False, {"fuse": {"steps": 1}}, 1, None))
+    return {**env, "side": side, "megapixels": side * side / 1e6, "model": str(model), "rows": rows}
+
+
+def to_markdown(r: Mapping[str, Any]) -> str:
+    lines = [f"# Scene pipeline throughput ({r['megapixels']:.0f}-MP scene)", ""] + environment_lines(r) + [
+        f"- scene: the demo pair mirror-padded to {r['side']}² PAN pixels; model {r['model']}",
+        "- stub: the network replaced by x0 = 0 (the pipeline's own cost: read, condition, blend, write, COG)", ""]
+    header = ["run", "MP/s", "total s", "setup s", "fuse + write s", "COG s", "providers"]
+    table = []
+    for row in r["rows"]:
+        t = row["best"]["timings_s"]
+        table.append([row["label"], f"{row['mp_per_s']:.2f}", f"{t['total']:.2f}", f"{t['setup']:.2f}",
+                      f"{t['fuse_and_write']:.2f}", f"{t['cog']:.2f}", ", ".join(row["best"]["providers"])])
+    lines += markdown_table(header, table)
+    rates = {row["label"]: row["mp_per_s"] for row in r["rows"]}
+    if "stub, baseline tree" in rates:
+        lines += ["", f"stub speed-up over the baseline tree: {rates['stub'] / rates['stub, baseline tree']:.2f}x"]
+    model = rates.get("model (1 step)")
+    lines += ["", f"pipeline: {rates['stub']:.2f} MP/s (stub), "
+                  f"{'not run' if model is None else f'{model:.2f} MP/s'} (model)", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog=f"python -m benchmarks.{NAME}", description=__doc__.splitlines()[0])
+    ap.add_argument("--side", type=int, default=4000, help="PAN pixels per side of the padded scene (4000: 16 MP)")
+    ap.add_argument("--repeats", type=int, default=2, help="stub runs per configuration (the fastest is kept)")
+    ap.add_argument("--baseline-tree", type=Path, help="another checkout to run the same stub through")
+    ap.add_argument("--model", type=Path, help="ONNX model (default: the bundled 4-band model)")
+    ap.add_argument("--skip-model", action="store_true", help="stub runs only")
+    ap.add_argument("--quick", action="store_true", help="a 4-MP scene (2000² PAN pixels)")
+    args = ap.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    run_and_write(NAME + ("_quick" if args.quick else ""), lambda: run(args, argv), to_markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
