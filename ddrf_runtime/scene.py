@@ -17,6 +17,7 @@ import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import rasterio
@@ -216,10 +217,12 @@ def _off_nodata(block: np.ndarray, nodata: float, scale: float) -> None:
 
 
 def fuse_scene(ms_path: str | os.PathLike, pan_path: str | os.PathLike, out_path: str | os.PathLike,
-               config: SceneConfig = SceneConfig(), progress: bool = False) -> dict:
+               config: SceneConfig = SceneConfig(), progress: bool = False,
+               loader: Callable[..., DenoiserLike] = load_denoiser) -> dict:
     """Fuse a GeoTIFF MS/PAN pair into a COG at ``out_path`` on the PAN grid; return the run report.
 
-    Memory is bounded by one row of tiles (strip × scene width), whatever the scene height.
+    Memory is bounded by one row of tiles (strip × scene width), whatever the scene height. ``loader`` opens
+    the model (``load_denoiser``'s signature): a batch worker passes a cache so it loads each model once.
     """
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -234,7 +237,7 @@ def fuse_scene(ms_path: str | os.PathLike, pan_path: str | os.PathLike, out_path
     if config.model is None and not Path(model_path).exists():
         raise ModelError(f"no bundled model for {pair.ms_count}-band MS with a {pair.pan_count}-band guide; "
                          "pass --model", model_path)
-    denoiser = load_denoiser(model_path, config.backend, config.device, config.threads)
+    denoiser = loader(model_path, config.backend, config.device, config.threads)
     _check_against_model(pair, denoiser, model_path)
     spec, options = denoiser.spec, config.fuse
     try:
