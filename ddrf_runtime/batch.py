@@ -26,11 +26,16 @@ OUTPUT_SUFFIX = "_ddrf.tif"  # OUT_DIR/<MS stem>_ddrf.tif, as ddrf-run names it
 
 @dataclass(frozen=True)
 class Job:
-    """One scene to fuse: plain paths, so a job pickles to any worker and reads as a report row."""
+    """One scene to fuse: plain absolute paths, so a job pickles to any worker and reads as a report row."""
 
     ms: str  # MS (or HS) GeoTIFF
     pan: str  # its PAN (or guide) GeoTIFF
     output: str  # the COG to write
+
+    @classmethod
+    def of(cls, ms: str | os.PathLike, pan: str | os.PathLike, output: str | os.PathLike) -> "Job":
+        """A job with normalised absolute paths (the same scene named two ways is one job)."""
+        return cls(*(os.path.abspath(p) for p in (ms, pan, output)))
 
 
 @dataclass(frozen=True)
@@ -70,14 +75,14 @@ def _expand(scene: Path, out_dir: Path) -> Iterator[Job | Invalid]:
     if scene.is_dir():
         for path in sorted(p for p in scene.iterdir() if p.suffix.lower() in RASTER_SUFFIXES and p.is_file()):
             try:  # a folder's scenes are its MS files whose PAN is found: any other file is not a scene
-                yield Job(str(path), str(find_pan(path)), _default_output(path, out_dir))
+                yield Job.of(path, find_pan(path), _default_output(path, out_dir))
             except InputError:
                 continue
     elif scene.suffix.lower() in MANIFEST_SUFFIXES:
         yield from _manifest(scene, out_dir)
     else:
         try:
-            yield Job(str(scene), str(find_pan(scene)), _default_output(scene, out_dir))
+            yield Job.of(scene, find_pan(scene), _default_output(scene, out_dir))
         except InputError as e:
             yield str(scene), e.args[0]
 
@@ -104,7 +109,7 @@ def _manifest(path: Path, out_dir: Path) -> Iterator[Job | Invalid]:
             continue
         ms, pan = (path.parent / str(row[k]) for k in ("ms", "pan"))
         output = str(out_dir / str(row["output"])) if row.get("output") else _default_output(ms, out_dir)
-        yield Job(str(ms), str(pan), output)
+        yield Job.of(ms, pan, output)
 
 
 def _manifest_rows(f: IO[str], path: Path) -> Iterator[tuple[int, dict | str]]:

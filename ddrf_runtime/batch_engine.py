@@ -144,8 +144,9 @@ class RayEngine:
             local_cpus = None
             if config.address is None and config.workers:  # the user asked for this many: let them all start
                 local_cpus = max(os.cpu_count() or 1, config.workers * (config.scene.threads or 1))
-            ray.init(address=config.address, num_cpus=local_cpus, include_dashboard=False, log_to_driver=verbose,
-                     logging_level=logging.INFO if verbose else logging.ERROR)
+            # "local" starts a new cluster even when another one runs on this machine (never joins it by surprise)
+            ray.init(address=config.address or "local", num_cpus=local_cpus, include_dashboard=False,
+                     log_to_driver=verbose, logging_level=logging.INFO if verbose else logging.ERROR)
         try:
             scene, resources, self.workers = _placement(config, ray.cluster_resources())
             self.threads = scene.threads
