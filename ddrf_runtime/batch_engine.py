@@ -259,6 +259,8 @@ def _local_gpus() -> int:
 
 def choose_engine(config: BatchConfig, to_fuse: int) -> Engine:
     """The engine for ``to_fuse`` scenes: Ray only where it can pay for its ~5 s start-up."""
+    if to_fuse == 0:  # a rerun of a finished batch: nothing to start
+        return Engine.INLINE
     if config.engine is not Engine.AUTO:
         return config.engine
     if config.address is not None:

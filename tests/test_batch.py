@@ -111,6 +111,7 @@ def test_remove_temps_only_of_the_given_outputs(tmp_path):
     (BatchConfig(workers=2), 5, True, Engine.RAY),
     (BatchConfig(address="auto"), 1, True, Engine.RAY),  # a cluster named: use it
     (BatchConfig(engine=Engine.RAY), 1, True, Engine.RAY),
+    (BatchConfig(engine=Engine.RAY), 0, True, Engine.INLINE),  # nothing to fuse: nothing to start
     (BatchConfig(engine=Engine.INLINE, workers=4), 9, True, Engine.INLINE),
 ])
 def test_engine_choice(monkeypatch, config, to_fuse, ray, expected):
