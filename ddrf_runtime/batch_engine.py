@@ -50,7 +50,7 @@ class BatchConfig:
     scene: SceneConfig = field(default_factory=SceneConfig)  # model, device, fusion; ``threads`` is per worker
     engine: Engine = Engine.AUTO  # where scenes are fused
     address: str | None = None  # Ray cluster to join ("auto", "HOST:6379", "ray://HOST:10001"); None → local
-    workers: int | None = None  # actors; None → the cluster's GPUs (unless device cpu), else its CPUs // threads
+    workers: int | None = None  # actors; None → one per GPU (unless device cpu), else CPUs // threads
     max_attempts: int = 3  # starts of a scene on workers that die before it is failed (a scene that kills them)
 
 
@@ -159,8 +159,10 @@ class RayEngine:
             if not ready:
                 raise DeviceError(f"no Ray worker could be placed in {START_TIMEOUT_S:.0f} s (each needs "
                                   f"{resources}; the cluster has {ray.cluster_resources()})")
-        except BaseException:
-            self._shutdown()
+        except BaseException:  # Ctrl-C or a placement failure while starting: leave no workers behind
+            self._kill_workers()
+            if self._owns_connection:
+                ray.shutdown()
             raise
         self.startup_s = time.perf_counter() - t
 
@@ -207,7 +209,7 @@ class RayEngine:
     def close(self) -> None:
         """Kill the workers (a Ctrl-C leaves some mid-scene), then remove the temporary files they left."""
         cut_short = [job.output for _, job, _ in self._busy.values()]
-        self._shutdown()
+        self._kill_workers()
         if self._busy:
             self._ray.wait(list(self._busy), num_returns=len(self._busy), timeout=KILL_WAIT_S)
             self._busy.clear()
@@ -215,7 +217,7 @@ class RayEngine:
         if self._owns_connection:
             self._ray.shutdown()
 
-    def _shutdown(self) -> None:
+    def _kill_workers(self) -> None:
         for actor in getattr(self, "_actors", ()):
             self._ray.kill(actor, no_restart=True)
 
@@ -231,8 +233,10 @@ def _placement(config: BatchConfig, cluster: dict) -> tuple[SceneConfig, dict, i
     threads = config.scene.threads or 1
     if device is Device.CUDA and gpus == 0:
         raise DeviceError("device 'cuda' requested, but the Ray cluster has no GPUs")
-    if gpus and device is not Device.CPU:
-        return replace(config.scene, threads=threads), {"num_gpus": 1, "num_cpus": threads}, config.workers or gpus
+    if gpus and device is not Device.CPU:  # more workers than GPUs share them: CPU-side work can feed a GPU
+        workers = config.workers or gpus
+        return (replace(config.scene, threads=threads), {"num_gpus": min(1.0, gpus / workers), "num_cpus": threads},
+                workers)
     return (replace(config.scene, threads=threads), {"num_cpus": threads},
             config.workers or max(1, cpus // threads))
 

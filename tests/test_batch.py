@@ -9,9 +9,11 @@ import pytest
 import ddrf_runtime.batch_engine as engine_mod
 from ddrf_runtime.batch import Job, plan_batch
 from ddrf_runtime.batch_cli import main as batch_main
-from ddrf_runtime.batch_engine import BatchConfig, Engine, choose_engine, remove_temps
+from ddrf_runtime.batch_engine import BatchConfig, Engine, _placement, choose_engine, remove_temps
 from ddrf_runtime.cli import main as run_main
-from ddrf_runtime.errors import InputError, OutputError
+from ddrf_runtime.errors import DeviceError, InputError, OutputError
+from ddrf_runtime.scene import SceneConfig
+from ddrf_runtime.session import Device
 from ddrf_runtime.raster_io import TEMP_NAME
 
 from .scenes import FAST_ARGS, demo_scenes, digest
@@ -117,6 +119,23 @@ def test_remove_temps_only_of_the_given_outputs(tmp_path):
 def test_engine_choice(monkeypatch, config, to_fuse, ray, expected):
     monkeypatch.setattr(engine_mod, "ray_available", lambda: ray)
     assert choose_engine(config, to_fuse) is expected
+
+
+@pytest.mark.parametrize("device, workers, threads, cluster, expected", [
+    ("auto", None, None, {"CPU": 16, "GPU": 2}, (2, {"num_gpus": 1.0, "num_cpus": 1})),  # one per GPU
+    ("auto", 8, 2, {"CPU": 16, "GPU": 2}, (8, {"num_gpus": 0.25, "num_cpus": 2})),  # four share each GPU
+    ("cpu", None, 4, {"CPU": 16, "GPU": 2}, (4, {"num_cpus": 4})),  # GPUs not wanted: cores / threads
+    ("auto", None, None, {"CPU": 2}, (2, {"num_cpus": 1})),
+])
+def test_worker_placement(device, workers, threads, cluster, expected):
+    config = BatchConfig(scene=SceneConfig(device=Device(device), threads=threads), workers=workers)
+    scene, resources, n = _placement(config, cluster)
+    assert (n, resources) == expected and scene.threads == (threads or 1)
+
+
+def test_cuda_on_a_cluster_without_gpus_is_refused():
+    with pytest.raises(DeviceError, match="no GPUs"):
+        _placement(BatchConfig(scene=SceneConfig(device=Device.CUDA)), {"CPU": 8})
 
 
 def test_inline_batch_resume_and_failed_scene(tmp_path, scenes, fake_models, capsys, monkeypatch):
