@@ -148,7 +148,7 @@ class RayEngine:
             ray.init(address=config.address or "local", num_cpus=local_cpus, include_dashboard=False,
                      log_to_driver=verbose, logging_level=logging.INFO if verbose else logging.ERROR)
         try:
-            scene, resources, self.workers = _placement(config, ray.cluster_resources())
+            scene, resources, self.workers = worker_placement(config, ray.cluster_resources())
             self.threads = scene.threads
             actor = ray.remote(SceneWorker).options(max_restarts=-1, max_task_retries=0, **resources)
             self._actors = [actor.remote(scene) for _ in range(self.workers)]
@@ -165,10 +165,6 @@ class RayEngine:
                 ray.shutdown()
             raise
         self.startup_s = time.perf_counter() - t
-
-    def worker_pids(self) -> list[int]:
-        """Process ids of the workers (they run on this machine only with a local cluster)."""
-        return self._ray.get([a.pid.remote() for a in self._actors])
 
     def run(self, jobs: Iterable[Job]) -> Iterator[dict]:
         ray, queue = self._ray, deque((job, 1) for job in jobs)
@@ -226,7 +222,7 @@ def ray_available() -> bool:
     return importlib.util.find_spec("ray") is not None
 
 
-def _placement(config: BatchConfig, cluster: dict) -> tuple[SceneConfig, dict, int]:
+def worker_placement(config: BatchConfig, cluster: dict) -> tuple[SceneConfig, dict, int]:
     """(per-worker scene config, Ray resources per worker, workers) for the cluster's resources."""
     gpus, cpus = int(cluster.get("GPU", 0)), int(cluster.get("CPU", 0))
     device = Device(config.scene.device)

@@ -9,7 +9,7 @@ import pytest
 import ddrf_runtime.batch_engine as engine_mod
 from ddrf_runtime.batch import Job, plan_batch
 from ddrf_runtime.batch_cli import main as batch_main
-from ddrf_runtime.batch_engine import BatchConfig, Engine, _placement, choose_engine, remove_temps
+from ddrf_runtime.batch_engine import BatchConfig, Engine, choose_engine, remove_temps, worker_placement
 from ddrf_runtime.cli import main as run_main
 from ddrf_runtime.errors import DeviceError, InputError, OutputError
 from ddrf_runtime.scene import SceneConfig
@@ -129,13 +129,13 @@ def test_engine_choice(monkeypatch, config, to_fuse, ray, expected):
 ])
 def test_worker_placement(device, workers, threads, cluster, expected):
     config = BatchConfig(scene=SceneConfig(device=Device(device), threads=threads), workers=workers)
-    scene, resources, n = _placement(config, cluster)
+    scene, resources, n = worker_placement(config, cluster)
     assert (n, resources) == expected and scene.threads == (threads or 1)
 
 
 def test_cuda_on_a_cluster_without_gpus_is_refused():
     with pytest.raises(DeviceError, match="no GPUs"):
-        _placement(BatchConfig(scene=SceneConfig(device=Device.CUDA)), {"CPU": 8})
+        worker_placement(BatchConfig(scene=SceneConfig(device=Device.CUDA)), {"CPU": 8})
 
 
 def test_inline_batch_resume_and_failed_scene(tmp_path, scenes, fake_models, capsys, monkeypatch):
