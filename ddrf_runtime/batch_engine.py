@@ -80,7 +80,7 @@ class SceneWorker:
 
     def fuse(self, job: Job, attempt: int = 1) -> dict:
         """Fuse one job; its report row. Failures of the scene are rows too: only a dying process raises."""
-        t, load_before = time.perf_counter(), self._load_s
+        t, cpu, load_before = time.perf_counter(), time.process_time(), self._load_s
         row: dict = {"scene": job.ms, "pan": job.pan, "output": job.output, "worker": self.name,
                      "attempt": attempt, "status": "done", "error": None}
         if Path(job.output).exists() and not self.config.overwrite:  # done before a worker died (a retry)
@@ -94,7 +94,8 @@ class SceneWorker:
                 row.update(status="failed", error=error_line(e))
             except Exception as e:  # a bug, but one scene's: the batch goes on and the row says what happened
                 row.update(status="failed", error=f"unexpected error: {type(e).__name__}: {_first_line(e)}")
-        row.update(seconds=round(time.perf_counter() - t, 3), load_s=round(self._load_s - load_before, 3))
+        row.update(seconds=round(time.perf_counter() - t, 3), cpu_s=round(time.process_time() - cpu, 3),
+                   load_s=round(self._load_s - load_before, 3))
         return row
 
 
