@@ -8,8 +8,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .cli import add_scene_options, error_line, scene_config, setup_logging
-from .errors import DdrfError, OutputError
+from .cli import add_scene_options, run_command, scene_config, setup_logging
+from .errors import OutputError
 
 PROG = "ddrf-batch"
 REPORT_NAME = "ddrf-batch.jsonl"
@@ -57,44 +57,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .batch import plan_batch
-    from .batch_engine import BatchConfig, Engine, run_batch
-
     p = build_parser()
     args = p.parse_args(argv)
     for name in ("workers", "max_attempts", "threads"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
     setup_logging(PROG, args)
-    try:
-        out_dir = args.output_dir
-        if not out_dir.is_dir():
-            try:
-                out_dir.mkdir(parents=True)
-            except OSError as e:
-                raise OutputError(f"cannot create the output folder ({e.strerror})", str(out_dir)) from None
-        config = BatchConfig(scene=scene_config(args), engine=Engine(args.engine), address=args.address,
-                             workers=args.workers, max_attempts=args.max_attempts)
-        plan = plan_batch(args.scenes, out_dir)
-        summary = run_batch(plan, config, args.report or out_dir / REPORT_NAME, progress=not args.quiet,
-                            verbose=args.verbose)
-    except DdrfError as e:
-        print(f"{PROG}: error: {error_line(e)}", file=sys.stderr)
-        if args.verbose:
-            raise
-        return 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; finished outputs are kept, rerun the command to fuse the rest", file=sys.stderr)
-        return 130
-    except Exception as e:  # a bug: one line unless -v
-        print(f"{PROG}: unexpected error: {type(e).__name__}: {e} (rerun with -v for the traceback)", file=sys.stderr)
-        if args.verbose:
-            raise
-        return 1
+    return run_command(PROG, args.verbose, "interrupted; finished outputs are kept, rerun the command to fuse the "
+                                            "rest", lambda: _batch(args))
+
+
+def _batch(args: argparse.Namespace) -> int:
+    from .batch import plan_batch
+    from .batch_engine import BatchConfig, Engine, run_batch
+
+    out_dir = args.output_dir
+    if not out_dir.is_dir():
+        try:
+            out_dir.mkdir(parents=True)
+        except OSError as e:
+            raise OutputError(f"cannot create the output folder ({e.strerror})", str(out_dir)) from None
+    config = BatchConfig(scene=scene_config(args), engine=Engine(args.engine), address=args.address,
+                         workers=args.workers, max_attempts=args.max_attempts)
+    report = args.report or out_dir / REPORT_NAME
+    summary = run_batch(plan_batch(args.scenes, out_dir), config, report, progress=not args.quiet,
+                        verbose=args.verbose)
     if not args.quiet:
         counts = ", ".join(f"{summary.counts.get(k, 0)} {k}" for k in ("done", "skipped", "failed"))
         print(f"{PROG}: {counts} in {summary.wall_s:.1f} s ({summary.engine}, {summary.workers} worker(s), "
-              f"start-up {summary.startup_s:.1f} s); report: {args.report or out_dir / REPORT_NAME}")
+              f"start-up {summary.startup_s:.1f} s); report: {report}")
     return 2 if summary.failed else 0
 
 

@@ -12,7 +12,7 @@ import re
 import sys
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from .backends import Backend
 from .errors import ConfigError, DdrfError, DeviceError, InputError
@@ -104,30 +104,40 @@ def scene_config(args: argparse.Namespace, **outputs: object) -> SceneConfig:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(PROG, args)
-    try:
-        from .scene import fuse_scene  # rasterio import errors are reported like the rest
-        pan = args.pan or find_pan(args.ms)
-        out = args.output or args.ms.with_name(f"{args.ms.stem}_ddrf.tif")
-        config = scene_config(args, quicklook=str(args.quicklook) if args.quicklook else None,
-                              report=str(args.report) if args.report else None)
-        report = fuse_scene(args.ms, pan, out, config, progress=not args.quiet)
-    except DdrfError as e:
-        print(f"{PROG}: error: {error_line(e)}", file=sys.stderr)
-        if args.verbose:
-            raise
-        return 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; no output written", file=sys.stderr)
-        return 130
-    except Exception as e:  # a bug: one line unless -v
-        print(f"{PROG}: unexpected error: {type(e).__name__}: {e} (rerun with -v for the traceback)",
-              file=sys.stderr)
-        if args.verbose:
-            raise
-        return 1
+    return run_command(PROG, args.verbose, "interrupted; no output written", lambda: _fuse(args))
+
+
+def _fuse(args: argparse.Namespace) -> int:
+    from .scene import fuse_scene  # rasterio import errors are reported like the rest
+    pan = args.pan or find_pan(args.ms)
+    out = args.output or args.ms.with_name(f"{args.ms.stem}_ddrf.tif")
+    config = scene_config(args, quicklook=str(args.quicklook) if args.quicklook else None,
+                          report=str(args.report) if args.report else None)
+    report = fuse_scene(args.ms, pan, out, config, progress=not args.quiet)
     if not args.quiet:
         _summary(report)
     return 0
+
+
+def run_command(prog: str, verbose: bool, interrupted: str, body: Callable[[], int]) -> int:
+    """``body()``'s exit status; failures as one line and the documented status: a library error 2, Ctrl-C 130
+    (``interrupted`` says what became of the outputs), anything else 1 (a bug). ``verbose`` re-raises."""
+    try:
+        return body()
+    except DdrfError as e:
+        print(f"{prog}: error: {error_line(e)}", file=sys.stderr)
+        if verbose:
+            raise
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: {interrupted}", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug: one line unless -v
+        print(f"{prog}: unexpected error: {type(e).__name__}: {e} (rerun with -v for the traceback)",
+              file=sys.stderr)
+        if verbose:
+            raise
+        return 1
 
 
 def error_line(e: DdrfError) -> str:
