@@ -145,9 +145,15 @@ class RayEngine:
             local_cpus = None
             if config.address is None and config.workers:  # the user asked for this many: let them all start
                 local_cpus = max(os.cpu_count() or 1, config.workers * (config.scene.threads or 1))
-            # "local" starts a new cluster even when another one runs on this machine (never joins it by surprise)
-            ray.init(address=config.address or "local", num_cpus=local_cpus, include_dashboard=False,
-                     log_to_driver=verbose, logging_level=logging.INFO if verbose else logging.ERROR)
+            try:  # "local" starts a new cluster even when another one runs on this machine (never joins it)
+                ray.init(address=config.address or "local", num_cpus=local_cpus, include_dashboard=False,
+                         log_to_driver=verbose, logging_level=logging.INFO if verbose else logging.ERROR)
+            except Exception as e:  # ConnectionError, AuthenticationError, ...: the cluster's state, not a bug here
+                if config.address is None:
+                    raise DeviceError(f"cannot start a local Ray cluster ({_first_line(e)})") from None
+                raise DeviceError(f"cannot join the Ray cluster at {config.address} ({_first_line(e)}); is its head "
+                                  "running, and RAY_AUTH_MODE=token set here if it uses token authentication?",
+                                  "--address") from None
         try:
             scene, resources, self.workers = worker_placement(config, ray.cluster_resources())
             self.threads = scene.threads
