@@ -34,7 +34,8 @@ FUSE_ARGS = ("--tile", "64", "--overlap", "16", "--steps", "1", "--device", "cpu
 
 @pytest.fixture(scope="module")
 def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    # "local": a new cluster even where `ray start` left one (ray.init() would join it, and refuse num_cpus)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     yield
     ray.shutdown()
 
