@@ -13,10 +13,10 @@ $(VENV)/.runtime: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[cpu]'
 	touch $@
 
-# Everything: training, export and test tools.
+# Everything: training, export, test tools and Ray (the ddrf-batch tests start a local cluster).
 $(VENV)/.full: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[cpu,train,export,dev]'
+	$(BIN)/pip install -q -e '.[cpu,train,export,dev,cluster]'
 	touch $@
 
 .PHONY: demo test

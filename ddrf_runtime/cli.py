@@ -12,11 +12,15 @@ import re
 import sys
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 from .backends import Backend
 from .errors import ConfigError, DdrfError, DeviceError, InputError
 from .pipeline import FuseOptions
 from .session import Device
+
+if TYPE_CHECKING:
+    from .scene import SceneConfig
 
 PROG = "ddrf-run"
 # MS file name token → PAN token, tried on the last matching token of the file stem. Longest first, and not
@@ -47,13 +51,8 @@ def find_pan(ms_path: Path) -> Path:
     raise InputError("no PAN found next to it by the naming convention (see --help); pass --pan", str(ms_path))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=PROG, description="Pansharpen a multispectral GeoTIFF with its panchromatic band using DDRF.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("ms", type=Path, metavar="MS.tif", help="low-resolution multispectral GeoTIFF")
-    p.add_argument("--pan", type=Path, help="panchromatic (guide) GeoTIFF; default: found next to MS.tif")
-    p.add_argument("-o", "--output", type=Path, help="output COG (default: <MS stem>_ddrf.tif next to MS.tif)")
+def add_scene_options(p: argparse.ArgumentParser) -> None:
+    """The model, device and fusion options every command that fuses scenes takes (ddrf-run, ddrf-batch)."""
     p.add_argument("--model", help="exported .onnx (or .pt with --backend torch); default: bundled model")
     p.add_argument("--backend", choices=[b.value for b in Backend], default="onnx",
                    help="network runtime: onnx (default) or torch (needs the train install)")
@@ -66,50 +65,85 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     p.add_argument("--bit-depth", type=int, help="input bit depth (full scale 2^b-1); default: inferred")
     p.add_argument("--threads", type=int, help="intra-op threads for the network")
-    p.add_argument("--quicklook", type=Path, metavar="PNG", help="write an MS | PAN | fused preview")
-    p.add_argument("--report", type=Path, metavar="JSON", help="write timings, providers and metrics")
     p.add_argument("--metrics", action="store_true", help="full-resolution D_lambda / D_s / HQNR in the report")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.add_argument("-v", "--verbose", action="store_true", help="log details; tracebacks on failure")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG, description="Pansharpen a multispectral GeoTIFF with its panchromatic band using DDRF.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("ms", type=Path, metavar="MS.tif", help="low-resolution multispectral GeoTIFF")
+    p.add_argument("--pan", type=Path, help="panchromatic (guide) GeoTIFF; default: found next to MS.tif")
+    p.add_argument("-o", "--output", type=Path, help="output COG (default: <MS stem>_ddrf.tif next to MS.tif)")
+    p.add_argument("--quicklook", type=Path, metavar="PNG", help="write an MS | PAN | fused preview")
+    p.add_argument("--report", type=Path, metavar="JSON", help="write timings, providers and metrics")
+    add_scene_options(p)
     return p
+
+
+def setup_logging(prog: str, args: argparse.Namespace) -> None:
+    """Log level from -q/-v; without -v, GDAL's TIFF-tag chatter is hidden (what matters is raised as errors)."""
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
+                        format=f"{prog}: %(message)s")
+    if not args.verbose:
+        logging.getLogger("rasterio").setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore", module="rasterio")
+
+
+def scene_config(args: argparse.Namespace, **outputs: object) -> SceneConfig:
+    """The ``SceneConfig`` of the options added by ``add_scene_options`` (plus side ``outputs``)."""
+    from .scene import SceneConfig  # rasterio import errors are reported like the rest
+    return SceneConfig(model=args.model, backend=Backend(args.backend), device=Device(args.device),
+                       fuse=_fuse_options(args), threads=args.threads, overwrite=args.overwrite,
+                       metrics=args.metrics, **outputs)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
-                        format=f"{PROG}: %(message)s")
-    if not args.verbose:  # GDAL's TIFF-tag chatter is not the user's problem; what matters is reported as errors
-        logging.getLogger("rasterio").setLevel(logging.ERROR)
-        warnings.filterwarnings("ignore", module="rasterio")
-    try:
-        from .scene import SceneConfig, fuse_scene  # rasterio import errors are reported like the rest
-        pan = args.pan or find_pan(args.ms)
-        out = args.output or args.ms.with_name(f"{args.ms.stem}_ddrf.tif")
-        options = _fuse_options(args)
-        config = SceneConfig(model=args.model, backend=Backend(args.backend), device=Device(args.device),
-                             fuse=options, threads=args.threads, overwrite=args.overwrite,
-                             quicklook=str(args.quicklook) if args.quicklook else None,
-                             report=str(args.report) if args.report else None, metrics=args.metrics)
-        report = fuse_scene(args.ms, pan, out, config, progress=not args.quiet)
-    except DdrfError as e:
-        where = "--device: " if isinstance(e, DeviceError) and e.path is None else ""  # no file: the option
-        print(f"{PROG}: error: {where}{e}", file=sys.stderr)
-        if args.verbose:
-            raise
-        return 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; no output written", file=sys.stderr)
-        return 130
-    except Exception as e:  # a bug: one line unless -v
-        print(f"{PROG}: unexpected error: {type(e).__name__}: {e} (rerun with -v for the traceback)",
-              file=sys.stderr)
-        if args.verbose:
-            raise
-        return 1
+    setup_logging(PROG, args)
+    return run_command(PROG, args.verbose, "interrupted; no output written", lambda: _fuse(args))
+
+
+def _fuse(args: argparse.Namespace) -> int:
+    from .scene import fuse_scene  # rasterio import errors are reported like the rest
+    pan = args.pan or find_pan(args.ms)
+    out = args.output or args.ms.with_name(f"{args.ms.stem}_ddrf.tif")
+    config = scene_config(args, quicklook=str(args.quicklook) if args.quicklook else None,
+                          report=str(args.report) if args.report else None)
+    report = fuse_scene(args.ms, pan, out, config, progress=not args.quiet)
     if not args.quiet:
         _summary(report)
     return 0
+
+
+def run_command(prog: str, verbose: bool, interrupted: str, body: Callable[[], int]) -> int:
+    """``body()``'s exit status; failures as one line and the documented status: a library error 2, Ctrl-C 130
+    (``interrupted`` says what became of the outputs), anything else 1 (a bug). ``verbose`` re-raises."""
+    try:
+        return body()
+    except DdrfError as e:
+        print(f"{prog}: error: {error_line(e)}", file=sys.stderr)
+        if verbose:
+            raise
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: {interrupted}", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug: one line unless -v
+        print(f"{prog}: unexpected error: {type(e).__name__}: {e} (rerun with -v for the traceback)",
+              file=sys.stderr)
+        if verbose:
+            raise
+        return 1
+
+
+def error_line(e: DdrfError) -> str:
+    """A library error as the user reads it: ``<file or option>: <message>``."""
+    where = "--device: " if isinstance(e, DeviceError) and e.path is None else ""  # no file: the option
+    return f"{where}{e}"
 
 
 def _fuse_options(args: argparse.Namespace) -> FuseOptions:

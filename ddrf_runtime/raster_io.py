@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ RATIO_TOLERANCE = 0.02  # relative deviation of MS/PAN resolution from the integ
 MIN_OVERLAP = 0.9  # the common extent must cover this fraction of both inputs
 MAX_PIXELS = 4_000_000_000  # PAN pixels per scene we agree to process (refused before allocating)
 STANDARD_BIT_DEPTHS = (8, 10, 11, 12, 14, 16)
+TEMP_NAME = re.compile(r"\.(.+)\.ddrf-[0-9a-f]{12}(?:\.raw)?\.tmp")  # atomic_output's names; group 1: the output's
 _SUPPORTED_DTYPES = frozenset({"uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64",
                                "float32", "float64"})  # complex (also GDAL's complex_int16, unknown to numpy) refused
 
@@ -170,13 +172,26 @@ def atomic_output(out_path: str | os.PathLike) -> Iterator[Path]:
     never holds a partial file. A SIGKILL can leave only the uniquely named ``.ddrf-*.tmp`` file.
     """
     out = Path(out_path)
-    tmp = out.with_name(f".{out.name}.ddrf-{uuid.uuid4().hex[:12]}.tmp")
+    tmp = out.with_name(f".{out.name}.ddrf-{uuid.uuid4().hex[:12]}.tmp")  # TEMP_NAME; fuse_scene adds .raw
     try:
         yield tmp
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def temp_files(folder: str | os.PathLike) -> Iterator[tuple[Path, str]]:
+    """(temporary file, name of the output it was for) of every ``atomic_output`` temporary in ``folder``.
+
+    Only a killed process leaves one behind; whoever owns those outputs (a batch run) removes them.
+    """
+    folder = Path(folder)
+    if folder.is_dir():
+        for entry in os.scandir(folder):
+            m = TEMP_NAME.fullmatch(entry.name)
+            if m and entry.is_file(follow_symlinks=False):
+                yield folder / entry.name, m.group(1)
 
 
 def check_output_path(out_path: str | os.PathLike, inputs: tuple[str, ...], overwrite: bool) -> None:

@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numba
 import numpy as np
@@ -286,13 +286,12 @@ def _off_nodata(block: np.ndarray, nodata: float, scale: float) -> None:
 
 
 def fuse_scene(ms_path: str | os.PathLike, pan_path: str | os.PathLike, out_path: str | os.PathLike,
-               config: SceneConfig = SceneConfig(), progress: bool = False, *,
-               denoiser: DenoiserLike | None = None) -> dict:
+               config: SceneConfig = SceneConfig(), progress: bool = False,
+               loader: Callable[..., DenoiserLike] | None = None) -> dict:
     """Fuse a GeoTIFF MS/PAN pair into a COG at ``out_path`` on the PAN grid; return the run report.
 
-    Memory is bounded by one row of tiles (strip × scene width), whatever the scene height. ``denoiser``
-    is a network already loaded (a worker's, a benchmark's stub); otherwise ``config`` names it and the
-    process keeps it loaded for the next scene.
+    Memory is bounded by one row of tiles (strip × scene width), whatever the scene height. ``loader`` opens
+    the model (``load_denoiser``'s signature, which is the default and keeps the last networks loaded).
     """
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -303,14 +302,11 @@ def fuse_scene(ms_path: str | os.PathLike, pan_path: str | os.PathLike, out_path
             check_output_path(extra, (ms_path, pan_path, out_path), True)
     t = time.perf_counter()
     pair = inspect_pair(ms_path, pan_path)
-    if denoiser is None:
-        model_path = str(config.model or default_model(pair.ms_count, pair.pan_count, config.backend))
-        if config.model is None and not Path(model_path).exists():
-            raise ModelError(f"no bundled model for {pair.ms_count}-band MS with a {pair.pan_count}-band guide; "
-                             "pass --model", model_path)
-        denoiser = load_denoiser(model_path, config.backend, config.device, config.threads)
-    else:
-        model_path = str(getattr(denoiser, "path", config.model))
+    model_path = str(config.model or default_model(pair.ms_count, pair.pan_count, config.backend))
+    if config.model is None and not Path(model_path).exists():
+        raise ModelError(f"no bundled model for {pair.ms_count}-band MS with a {pair.pan_count}-band guide; "
+                         "pass --model", model_path)
+    denoiser = (loader or load_denoiser)(model_path, config.backend, config.device, config.threads)
     _check_against_model(pair, denoiser, model_path)
     spec, options = denoiser.spec, config.fuse
     try:

@@ -63,3 +63,16 @@ def read(path) -> np.ndarray:
     """All pixels of a raster: (bands, rows, cols)."""
     with rasterio.open(path) as ds:
         return ds.read()
+
+
+def demo_scenes(folder, n, side=64):
+    """``folder``/s<i>_ms.tif and s<i>_pan.tif for i < n: distinct side×side MS windows of the demo pair."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    per_row = (200 - side) // 16 + 1  # the demo MS is 200×200: windows on a 16-pixel grid
+    scenes = []
+    for i in range(n):
+        r, c = divmod(i, per_row)
+        ms, pan = crop_demo(folder, Window(c * 16, (r * 16) % (200 - side), side, side))
+        scenes.append((ms.rename(folder / f"s{i}_ms.tif"), pan.rename(folder / f"s{i}_pan.tif")))
+    return scenes
