@@ -65,6 +65,8 @@ def add_scene_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     p.add_argument("--bit-depth", type=int, help="input bit depth (full scale 2^b-1); default: inferred")
     p.add_argument("--threads", type=int, help="intra-op threads for the network")
+    p.add_argument("--prepare-threads", type=int, help="threads reading and conditioning tiles while the network "
+                                                       "runs (default: min(4, cores))")
     p.add_argument("--metrics", action="store_true", help="full-resolution D_lambda / D_s / HQNR in the report")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
@@ -96,9 +98,13 @@ def setup_logging(prog: str, args: argparse.Namespace) -> None:
 def scene_config(args: argparse.Namespace, **outputs: object) -> SceneConfig:
     """The ``SceneConfig`` of the options added by ``add_scene_options`` (plus side ``outputs``)."""
     from .scene import SceneConfig  # rasterio import errors are reported like the rest
-    return SceneConfig(model=args.model, backend=Backend(args.backend), device=Device(args.device),
-                       fuse=_fuse_options(args), threads=args.threads, overwrite=args.overwrite,
-                       metrics=args.metrics, **outputs)
+    fuse = _fuse_options(args)
+    try:
+        return SceneConfig(model=args.model, backend=Backend(args.backend), device=Device(args.device), fuse=fuse,
+                           threads=args.threads, prepare_threads=args.prepare_threads, overwrite=args.overwrite,
+                           metrics=args.metrics, **outputs)
+    except ConfigError as e:
+        raise _option_error(e) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,7 +158,12 @@ def _fuse_options(args: argparse.Namespace) -> FuseOptions:
         return FuseOptions(steps=args.steps, tile=args.tile, overlap=args.overlap, batch=args.batch,
                            seed=args.seed, bit_depth=args.bit_depth)
     except ConfigError as e:
-        raise ConfigError(e.args[0], "--" + e.path.replace("_", "-")) from None
+        raise _option_error(e) from None
+
+
+def _option_error(e: ConfigError) -> ConfigError:
+    """A config field's error reported against its option (``--steps: must be >= 1``)."""
+    return ConfigError(e.args[0], "--" + e.path.replace("_", "-"))
 
 
 def _summary(report: dict) -> None:

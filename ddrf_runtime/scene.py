@@ -60,17 +60,17 @@ class SceneConfig:
     quicklook: str | None = None  # PNG path for an MS | PAN | fused panel
     report: str | None = None  # JSON path for timings, providers and metrics
     metrics: bool = False  # compute full-resolution D_λ / D_s / HQNR into the report
-    workers: int | None = None  # threads that read and condition tiles ahead of the network; None → min(4, cores)
+    prepare_threads: int | None = None  # threads reading and conditioning tiles ahead of the network; None → min(4, cores)
     queue_depth: int = 2  # batches ready beyond one per worker, and finished strips waiting to be written
 
     def __post_init__(self) -> None:
-        for name in ("workers", "queue_depth"):
+        for name in ("prepare_threads", "queue_depth"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"must be >= 1, got {value}", name)
 
-    def prepare_workers(self) -> int:
-        return self.workers or min(4, os.cpu_count() or 1)
+    def resolved_prepare_threads(self) -> int:
+        return self.prepare_threads or min(4, os.cpu_count() or 1)
 
 
 # Bundled model per (MS bands C, guide bands k): pansharpening by band count, hyperspectral by guide.
@@ -329,7 +329,7 @@ def fuse_scene(ms_path: str | os.PathLike, pan_path: str | os.PathLike, out_path
                 for b, desc in enumerate(pair.band_descriptions or (), start=1):
                     dst.set_band_description(b, desc or spec.bands[b - 1])
                 writer = _StripWriter(dst, pair, scale, nodata)
-                _stream_strips(grid, pair, writer, denoiser, options, scale, steps, config.prepare_workers(),
+                _stream_strips(grid, pair, writer, denoiser, options, scale, steps, config.resolved_prepare_threads(),
                                config.queue_depth, progress)
                 n_invalid = writer.n_invalid
             if n_invalid == pair.height * pair.width:

@@ -85,22 +85,22 @@ def test_ordered_worker_stops_when_the_caller_fails():
     assert done == []  # queued calls were dropped, and the thread was joined before the with-block ended
 
 
-def test_scene_output_does_not_depend_on_workers_or_queue_depth(demo_crop, fake_models, tmp_path):
+def test_scene_output_does_not_depend_on_prepare_threads_or_queue_depth(demo_crop, fake_models, tmp_path):
     """Same seed → the same bytes whatever the thread counts (the 'noisy' fake depends on the noise)."""
     ms, pan = demo_crop
     options = FuseOptions(tile=64, overlap=16, steps=2, batch=3, seed=5)
     pixels = []
-    for i, (workers, depth) in enumerate([(1, 1), (3, 4), (2, 1)]):
+    for i, (threads, depth) in enumerate([(1, 1), (3, 4), (2, 1)]):
         out = tmp_path / f"fused_{i}.tif"
         fuse_scene(ms, pan, out, SceneConfig(model=fake_models["noisy"], device="cpu", fuse=options,
-                                             workers=workers, queue_depth=depth))
+                                             prepare_threads=threads, queue_depth=depth))
         with rasterio.open(out) as ds:
             pixels.append(ds.read())
     assert all(np.array_equal(pixels[0], p) for p in pixels[1:])
     assert pixels[0].std() > 0
 
 
-@pytest.mark.parametrize("field", ["workers", "queue_depth"])
+@pytest.mark.parametrize("field", ["prepare_threads", "queue_depth"])
 def test_scene_config_rejects_zero_threads(field):
     with pytest.raises(ConfigError, match="must be >= 1") as e:
         SceneConfig(**{field: 0})
