@@ -137,6 +137,9 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
                         args.repeats, None))
     if not args.skip_model:
         rows.append(measure("model (1 step)", REPO, scene, model, False, {"fuse": {"steps": 1}}, 1, None))
+        if args.baseline_tree:
+            rows.append(measure("model (1 step), baseline tree", args.baseline_tree, scene, model, False,
+                                {"fuse": {"steps": 1}}, 1, None))
     return {**env, "side": side, "megapixels": side * side / 1e6, "model": str(model), "rows": rows}
 
 
@@ -154,6 +157,9 @@ def to_markdown(r: Mapping[str, Any]) -> str:
     rates = {row["label"]: row["mp_per_s"] for row in r["rows"]}
     if "stub, baseline tree" in rates:
         lines += ["", f"stub speed-up over the baseline tree: {rates['stub'] / rates['stub, baseline tree']:.2f}x"]
+    if "model (1 step), baseline tree" in rates:
+        lines += [f"model-run speed-up over the baseline tree: "
+                  f"{rates['model (1 step)'] / rates['model (1 step), baseline tree']:.2f}x"]
     model = rates.get("model (1 step)")
     lines += ["", f"pipeline: {rates['stub']:.2f} MP/s (stub), "
                   f"{'not run' if model is None else f'{model:.2f} MP/s'} (model)", ""]

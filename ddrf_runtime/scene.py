@@ -410,8 +410,10 @@ def _stream_strips(grid: TileGrid, pair: RasterPair, writer: _StripWriter, denoi
                                 options=options, scale=scale)
     batches = ordered_map(prepare, _batch_plan(ordered, options.batch), workers=workers, depth=workers + depth,
                           initializer=_single_threaded_kernels)
+    # Left in reverse order: the readers stop (and are joined) before their datasets close, and the writer
+    # drains before the caller closes the output.
     with tqdm(total=len(grid.tiles) * steps, disable=not progress, unit="tile-step", desc="fusing") as bar, \
-            OrderedWorker(depth) as background, contextlib.closing(datasets):
+            OrderedWorker(depth) as background, contextlib.closing(datasets), contextlib.closing(batches):
         for batch in batches:
             end = min(pair.height, max(t.read.row + t.read.height for t in ordered[batch.row]))
             grow = end - written - strip.shape[0]

@@ -17,7 +17,7 @@ from numba import njit, prange
 _SKIP = -1
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def _haar_kernel(x, ll_dst, hvd_dst, out):  # pragma: no cover - compiled; exercised through the wrappers
     """x (B, P, H, W) → out (B, Q, ⌈H/2⌉, ⌈W/2⌉).
 
