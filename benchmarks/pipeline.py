@@ -63,7 +63,7 @@ print(json.dumps({"timings_s": report["timings_s"], "size": report["size"], "pro
 
 
 def make_scene(side: int, folder: Path = SCENES_DIR) -> Path:
-    """The demo pair mirror-padded to ``side``² PAN pixels (tiled, deflate), made once and cached."""
+    """The demo pair cropped or mirror-padded to ``side``² PAN pixels (tiled, deflate), made once and cached."""
     import rasterio
     from rasterio.transform import Affine
 
@@ -74,9 +74,11 @@ def make_scene(side: int, folder: Path = SCENES_DIR) -> Path:
     ratio = demo.pan.shape[0] // demo.ms.shape[0]
     if side % ratio:
         raise ValueError(f"side {side} is not a multiple of the ratio {ratio}")
-    ms = np.pad(demo.ms, ((0, side // ratio - demo.ms.shape[0]), (0, side // ratio - demo.ms.shape[1]), (0, 0)),
-                mode="symmetric")  # (side/r, side/r, C)
-    pan = np.pad(demo.pan, ((0, side - demo.pan.shape[0]), (0, side - demo.pan.shape[1])), mode="symmetric")
+    n = side // ratio
+    ms = demo.ms[:n, :n]  # a smaller scene is a crop, a larger one mirrored
+    ms = np.pad(ms, ((0, n - ms.shape[0]), (0, n - ms.shape[1]), (0, 0)), mode="symmetric")  # (n, n, C)
+    pan = demo.pan[:side, :side]
+    pan = np.pad(pan, ((0, side - pan.shape[0]), (0, side - pan.shape[1])), mode="symmetric")  # (side, side)
     with rasterio.open(demo.ms_path) as src:
         crs, ms_transform = src.crs, src.transform
     tmp = Path(tempfile.mkdtemp(dir=folder.parent if folder.exists() else None))

@@ -100,3 +100,18 @@ def test_ablation_variants_differ_from_ddrf_in_their_one_switch(tmp_path):
         changed = {(section, key) for section in config for key in config[section]
                    if config[section][key] != reference[section][key] and key != "out_dir"}
         assert changed == {expected[name]}, name
+
+
+def test_pipeline_benchmark_stub_run_fuses_the_padded_scene(tmp_path) -> None:
+    """benchmarks.pipeline: the scene has the asked size on an exact 4× grid, and the stub run (a fresh process,
+    the network swapped for x0 = 0) fuses all of it through the real pipeline."""
+    from benchmarks.pipeline import REPO, make_scene, run_scene
+    from benchmarks._fixtures import BUNDLED
+
+    scene = make_scene(512, tmp_path / "scenes")
+    with rasterio.open(scene / "ms.tif") as ms, rasterio.open(scene / "pan.tif") as pan:
+        assert (ms.width, ms.height, pan.width, pan.height) == (128, 128, 512, 512)
+        assert pan.transform.a * 4 == pytest.approx(ms.transform.a) and pan.transform.c == ms.transform.c
+    run = run_scene(REPO, scene, BUNDLED.with_suffix(".onnx"), True, {"prepare_threads": 2}, None)
+    assert run["size"] == [512, 512] and run["providers"] == ["stub (x0 = 0)"]
+    assert run["timings_s"]["total"] > 0 and run["timings_s"]["cog"] > 0
