@@ -22,6 +22,7 @@ from .schedule import ddim_timesteps
 from .backends import DenoiserLike
 from .session import Denoiser
 from .tiling import Tile, TileGrid, pad_symmetric, tile_noise
+from .uncertainty import sample_statistics, spread_bands, spread_channels
 from .wavelets import wavelet_condition
 
 # MS pixels of context read around every tile: more than the reach of the 23-tap interpolator (at most
@@ -38,6 +39,8 @@ class FuseOptions:
     batch: int = 2  # tiles per network call; ORT's CPU attention holds ≈ 0.5 GiB per 512² tile (small model)
     seed: int = 0  # scene noise seed: a tile's noise depends only on it and the tile's position
     bit_depth: int | None = None  # inputs' full scale is 2**bit_depth − 1; None → uint8: 8, else the model default
+    samples: int = 1  # fused samples per tile (own noises, one network call); > 1 → their mean, plus the spread
+    eta: float = 0.0  # DDIM stochasticity: 0 deterministic ODE, 1 ancestral (fresh seeded noise at every step)
 
     def __post_init__(self) -> None:
         checks = [  # (field, valid?, problem): the error names the field as its ``path``
@@ -48,6 +51,8 @@ class FuseOptions:
             ("seed", self.seed >= 0, f"must be >= 0, got {self.seed}"),
             ("bit_depth", self.bit_depth is None or 1 <= self.bit_depth <= 32,
              f"must be in 1..32, got {self.bit_depth}"),
+            ("samples", self.samples >= 1, f"must be >= 1, got {self.samples}"),
+            ("eta", 0.0 <= self.eta <= 1.0, f"must be in 0..1, got {self.eta}"),
         ]
         for name, ok, problem in checks:
             if not ok:
@@ -97,32 +102,61 @@ def condition_tile(grid: TileGrid, tile: Tile, ms_read: np.ndarray, pan_read: np
     return np.ascontiguousarray(cond.transpose(2, 0, 1), np.float32)  # (C+k, th, tw)
 
 
-def fuse_tiles(grid: TileGrid, tiles: Sequence[Tile], ms_reads: Sequence[np.ndarray], pan_reads: Sequence[np.ndarray],
-               denoiser: DenoiserLike, options: FuseOptions, *, scale: float, progress: tqdm | None = None) -> np.ndarray:
-    """Fuse tiles ``options.batch`` at a time: (n, tile rows, tile cols, C) float32 DN in [0, scale].
+def sample_tiles(grid: TileGrid, tiles: Sequence[Tile], ms_reads: Sequence[np.ndarray],
+                 pan_reads: Sequence[np.ndarray], denoiser: DenoiserLike, options: FuseOptions, *, scale: float,
+                 progress: tqdm | None = None) -> np.ndarray:
+    """``options.samples`` fused samples of each tile: (n, N, tile rows, tile cols, C) float32 DN in [0, scale].
 
-    ``ms_reads[i]``/``pan_reads[i]`` are the DN pixels of ``tiles[i].ms``/``tiles[i].read``. Each tile's
-    starting noise comes from ``tile_noise(options.seed, row, col)``, so results do not depend on batching.
+    ``ms_reads[i]``/``pan_reads[i]`` are the DN pixels of ``tiles[i].ms``/``tiles[i].read``. Sample s of a tile
+    starts from ``tile_noise(options.seed, row, col, shape, s)`` (sample 0: the scene's historical noise) and,
+    with ``options.eta`` > 0, draws step noise from stream (s, step + 1): results do not depend on batching.
+    ``options.batch`` tiles with all their samples go through each network call, sharing one condition.
     ``progress`` (a tqdm bar) advances by one per tile and step.
     """
     spec = denoiser.spec
     timesteps = ddim_timesteps(spec.timesteps, options.num_steps(spec))
     alphas = spec.alphas_cumprod()
-    c = spec.num_bands
+    c, n_s = spec.num_bands, options.samples
     th, tw = grid.tile_shape
-    out = np.empty((len(tiles), th, tw, c), np.float32)  # (n, th, tw, C)
+    out = np.empty((len(tiles), n_s, th, tw, c), np.float32)  # (n, N, th, tw, C)
     for b0 in range(0, len(tiles), options.batch):
         group = range(b0, min(b0 + options.batch, len(tiles)))
         cond = np.stack([condition_tile(grid, tiles[i], ms_reads[i], pan_reads[i], scale) for i in group])
         lms_n = cond[:, :c]  # (B, C, th, tw) view
         wav = wavelet_condition(lms_n, cond[:, c:])  # (B, C+3k, th/2, tw/2)
-        x_t = np.stack([tile_noise(options.seed, tiles[i].window.row, tiles[i].window.col, (c, th, tw))
-                        for i in group])  # (B, C, th, tw)
+        keys = [(tiles[i].window.row, tiles[i].window.col, s) for i in group for s in range(n_s)]  # tile-major
+
+        def noise(*stream: int) -> np.ndarray:  # (B·N, C, th, tw)
+            return np.stack([tile_noise(options.seed, r, col, (c, th, tw), s, *stream) for r, col, s in keys])
+
+        if n_s > 1:  # every sample of a tile shares its condition
+            cond, wav, lms_n = (np.repeat(a, n_s, axis=0) for a in (cond, wav, lms_n))  # (B·N, ...)
         advance = None if progress is None else (lambda *_: progress.update(len(group)))  # per network call
-        x0 = sample_ddim(denoiser.conditioned(cond, wav), x_t, timesteps, alphas, callback=advance)
-        fused = spec.target.decode(x0, lms_n) * np.float32(scale)  # (B, C, th, tw)
-        out[b0:b0 + len(group)] = np.clip(fused, 0.0, scale).transpose(0, 2, 3, 1)
+        x0 = sample_ddim(denoiser.conditioned(cond, wav), noise(), timesteps, alphas, callback=advance,
+                         eta=options.eta, noise=lambda step: noise(step + 1))
+        fused = spec.target.decode(x0, lms_n) * np.float32(scale)  # (B·N, C, th, tw)
+        fused = np.clip(fused, 0.0, scale).reshape(len(group), n_s, c, th, tw)
+        out[b0:b0 + len(group)] = fused.transpose(0, 1, 3, 4, 2)
     return out
+
+
+def fuse_tiles(grid: TileGrid, tiles: Sequence[Tile], ms_reads: Sequence[np.ndarray], pan_reads: Sequence[np.ndarray],
+               denoiser: DenoiserLike, options: FuseOptions, *, scale: float, progress: tqdm | None = None) -> np.ndarray:
+    """Fuse tiles: (n, tile rows, tile cols, C + S) float32, to blend with the tiles' weights.
+
+    The first C channels are the fused image in DN, in [0, scale]: the one sample, or the mean of
+    ``options.samples``. With several samples S = C + 1 spread channels follow (per-band variance, spectral
+    angle spread; ``uncertainty.sample_statistics``); with one, S = 0. Arguments as for ``sample_tiles``.
+    """
+    samples = sample_tiles(grid, tiles, ms_reads, pan_reads, denoiser, options, scale=scale, progress=progress)
+    if options.samples == 1:
+        return samples[:, 0]  # exactly the single sample: outputs of one sample do not change
+    return sample_statistics(np.moveaxis(samples, 1, 0))  # (n, th, tw, 2C + 1)
+
+
+def output_channels(bands: int, options: FuseOptions) -> int:
+    """Channels ``fuse_tiles`` returns for a ``bands``-band model: the bands, plus the spread channels."""
+    return bands + (spread_channels(bands) if options.samples > 1 else 0)
 
 
 def _check_arrays(ms: np.ndarray, pan: np.ndarray, spec: ModelSpec) -> None:
@@ -168,14 +202,24 @@ def fuse_arrays(ms: np.ndarray, pan: np.ndarray, model: DenoiserLike | str | os.
     """Fuse a whole in-memory scene: ms (h, w, C) and pan (rh, rw[, k]) in DN → (rh, rw, C) float32 DN.
 
     ``model`` is a loaded denoiser (ONNX or torch backend) or the path of an exported ``.onnx`` (device 'auto').
+    With ``options.samples`` > 1 the result is the samples' mean (``fuse_arrays_with_spread`` adds the spread).
     """
+    return fuse_arrays_with_spread(ms, pan, model, options, progress)[0]
+
+
+def fuse_arrays_with_spread(ms: np.ndarray, pan: np.ndarray, model: DenoiserLike | str | os.PathLike,
+                            options: FuseOptions = FuseOptions(),
+                            progress: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """``fuse_arrays`` and, with ``options.samples`` > 1, the spread: (rh, rw, C + 1) float32, per-band standard
+    deviation of the samples in DN, then their spectral angle spread in degrees (None with one sample)."""
     ms, pan = np.asarray(ms), np.asarray(pan)
     denoiser = Denoiser(model) if isinstance(model, (str, os.PathLike)) else model
     spec = denoiser.spec
     _check_arrays(ms, pan, spec)
     scale = full_scale(resolve_bit_depth(options, spec, ms, pan))
     grid = make_grid(spec, options, pan.shape[0], pan.shape[1])
-    out = np.zeros(pan.shape[:2] + (spec.num_bands,), np.float32)  # (rh, rw, C) weighted sum of tiles
+    c = spec.num_bands
+    out = np.zeros(pan.shape[:2] + (output_channels(c, options),), np.float32)  # (rh, rw, C + S) weighted sum
     tiles = grid.tiles
     with tqdm(total=len(tiles) * options.num_steps(spec), disable=not progress, unit="tile-step") as bar:
         for b0 in range(0, len(tiles), options.batch):  # one batch at a time bounds the memory held
@@ -184,4 +228,6 @@ def fuse_arrays(ms: np.ndarray, pan: np.ndarray, model: DenoiserLike | str | os.
                                denoiser, options, scale=scale, progress=bar)
             for tile, values in zip(group, fused):
                 grid.blend(out, tile, values)
-    return out
+    if options.samples == 1:
+        return out, None
+    return np.ascontiguousarray(out[..., :c]), spread_bands(out[..., c:], c)

@@ -15,6 +15,7 @@ import math
 import os
 import platform
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -27,10 +28,11 @@ from tqdm import tqdm
 from .backends import Backend, DenoiserLike, load_denoiser
 from .datapaths import MODELS_DIR
 from .errors import ConfigError, InputError, ModelError, OutputError
-from .pipeline import FuseOptions, full_scale, fuse_tiles, make_grid
+from .pipeline import FuseOptions, full_scale, fuse_tiles, make_grid, output_channels
 from .raster_io import (RasterPair, _first_line, atomic_output, bit_depth_for_max, check_output_path,
                         declared_bit_depth, inspect_pair)
 from .session import Device
+from .sidecar import SpreadSidecar, atomic_outputs, sidecar_path
 from .tiling import Tile, TileGrid
 
 # GDAL's block cache while fusing: one row of tiles' reads fits many times over, and a fixed cap keeps peak
@@ -225,6 +227,9 @@ def fuse_scene(ms_path: str | os.PathLike, pan_path: str | os.PathLike, out_path
     timings: dict[str, float] = {}
     ms_path, pan_path, out_path = str(ms_path), str(pan_path), str(out_path)
     check_output_path(out_path, (ms_path, pan_path), config.overwrite)
+    side_path = sidecar_path(out_path) if config.fuse.samples > 1 else None  # the spread of several samples
+    if side_path:
+        check_output_path(side_path, (ms_path, pan_path, out_path), config.overwrite)
     for extra in (config.quicklook, config.report):
         if extra:
             check_output_path(extra, (ms_path, pan_path, out_path), True)
@@ -249,28 +254,34 @@ def fuse_scene(ms_path: str | os.PathLike, pan_path: str | os.PathLike, out_path
     nodata = _output_nodata(pair, scale)
     t = time.perf_counter()
     n_invalid = 0
-    with atomic_output(out_path) as final_tmp:
+    with atomic_outputs(out_path, side_path) as (final_tmp, side_tmp):
         raw_tmp = final_tmp.with_suffix(".raw.tmp")  # like final_tmp, a name .<output>.ddrf-*.tmp
+        side = None if side_tmp is None else SpreadSidecar(side_tmp.with_suffix(".raw.tmp"), pair, spec.bands,
+                                                           options.samples, scale)
         try:
             with rasterio.Env(GDAL_NUM_THREADS="1", GDAL_CACHEMAX=GDAL_CACHE_BYTES), \
                     rasterio.open(ms_path) as ms_ds, rasterio.open(pan_path) as pan_ds, \
-                    rasterio.open(raw_tmp, "w", **_output_profile(pair, nodata)) as dst:
+                    rasterio.open(raw_tmp, "w", **_output_profile(pair, nodata)) as dst, side or nullcontext():
                 for b, desc in enumerate(pair.band_descriptions or (), start=1):
                     dst.set_band_description(b, desc or spec.bands[b - 1])
                 n_invalid = _stream_strips(grid, pair, ms_ds, pan_ds, dst, denoiser, options, scale, nodata,
-                                           steps, progress)
+                                           steps, progress, side)
             if n_invalid == pair.height * pair.width:
                 raise InputError("has no valid pixels where the PAN has valid ones (all no-data); nothing was "
                                  "written", ms_path)
             timings["fuse_and_write"] = time.perf_counter() - t
             t = time.perf_counter()
             _write_cog(raw_tmp, final_tmp)
+            if side is not None:
+                _write_cog(side.raw, side_tmp)
             timings["cog"] = time.perf_counter() - t
         except OSError as e:  # full disk, quota, I/O failure part-way (RasterioIOError too): nothing at out_path
             detail = e.strerror or str(e.__cause__ or e).strip()
             raise OutputError(f"writing failed ({detail}); nothing was written (disk full?)", out_path) from None
         finally:
             raw_tmp.unlink(missing_ok=True)
+            if side is not None:
+                side.raw.unlink(missing_ok=True)
 
     report = {
         "inputs": {"ms": ms_path, "pan": pan_path}, "output": out_path, "model": model_path,
@@ -281,9 +292,11 @@ def fuse_scene(ms_path: str | os.PathLike, pan_path: str | os.PathLike, out_path
         "size": [pair.height, pair.width], "nodata_pixels": n_invalid,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
     }
+    if side is not None:
+        report["uncertainty"] = {"path": side_path, "samples": options.samples, **side.summary.as_dict()}
     if config.quicklook or config.metrics:
         t = time.perf_counter()
-        report.update(_after_fusion(pair, out_path, spec.bands, config, bits))
+        report.update(_after_fusion(pair, out_path, spec.bands, config, bits, side_path))
         timings["quicklook_and_metrics"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t_start
     report["timings_s"] = {k: round(v, 4) for k, v in timings.items()}
@@ -294,14 +307,15 @@ def fuse_scene(ms_path: str | os.PathLike, pan_path: str | os.PathLike, out_path
 
 
 def _stream_strips(grid: TileGrid, pair: RasterPair, ms_ds, pan_ds, dst, denoiser: DenoiserLike,
-                   options: FuseOptions, scale: float, nodata: float | None, steps: int, progress: bool) -> int:
-    """Fuse row after row of tiles; write every scene row as soon as no later tile touches it."""
+                   options: FuseOptions, scale: float, nodata: float | None, steps: int, progress: bool,
+                   side: SpreadSidecar | None = None) -> int:
+    """Fuse row after row of tiles; write every scene row (and its spread to ``side``) once no later tile touches it."""
     rows: dict[int, list[Tile]] = {}
     for tile in grid.tiles:
         rows.setdefault(tile.index[0], []).append(tile)
     starts = [rows[i][0].window.row for i in sorted(rows)]
     written, n_invalid = 0, 0
-    strip = np.zeros((0, pair.width, pair.ms_count), np.float32)
+    strip = np.zeros((0, pair.width, output_channels(pair.ms_count, options)), np.float32)  # bands, then spread
     valid = np.ones((0, pair.width), bool)
     with tqdm(total=len(grid.tiles) * steps, disable=not progress, unit="tile-step", desc="fusing") as bar:
         for i in sorted(rows):
@@ -313,8 +327,10 @@ def _stream_strips(grid: TileGrid, pair: RasterPair, ms_ds, pan_ds, dst, denoise
             _fuse_tile_row(rows[i], grid, pair, ms_ds, pan_ds, denoiser, options, scale, strip, valid, written, bar)
             done = starts[i + 1] if i + 1 < len(starts) else pair.height  # rows no later tile reaches
             n = done - written
-            block = _to_dtype(strip[:n], pair.dtype, scale)  # (C, n, W)
+            block = _to_dtype(strip[:n, :, :pair.ms_count], pair.dtype, scale)  # (C, n, W)
             ok = valid[:n]
+            if side is not None:
+                side.write(strip[:n, :, pair.ms_count:], ok, written)
             if nodata is not None:
                 _off_nodata(block, nodata, scale)
             if not ok.all():
@@ -340,8 +356,10 @@ def _write_cog(src: Path, dst: Path) -> None:
         raise OSError(errno.EIO, _first_line(e)) from None
 
 
-def _after_fusion(pair: RasterPair, out_path: str, bands: tuple[str, ...], config: SceneConfig, bits: int) -> dict:
-    """Quicklook PNG and full-resolution metrics on a central crop (bounded memory)."""
+def _after_fusion(pair: RasterPair, out_path: str, bands: tuple[str, ...], config: SceneConfig, bits: int,
+                  side_path: str | None = None) -> dict:
+    """Quicklook PNG (with the sidecar's spread, if any) and full-resolution metrics on a central crop (bounded
+    memory)."""
     side = METRICS_MAX_SIDE // (32 * pair.ratio) * 32 * pair.ratio
     h = min(pair.height, side) // (32 * pair.ratio) * 32 * pair.ratio
     w = min(pair.width, side) // (32 * pair.ratio) * 32 * pair.ratio
@@ -360,8 +378,12 @@ def _after_fusion(pair: RasterPair, out_path: str, bands: tuple[str, ...], confi
     out: dict = {}
     if config.quicklook:
         from .quicklook import make_quicklook
+        spread = None
+        if side_path:  # RMS over bands of the per-band std, (h, w)
+            with rasterio.open(side_path) as u:
+                spread = np.sqrt(np.mean(u.read(list(range(1, len(bands) + 1)), window=crop) ** 2, axis=0))
         with atomic_output(config.quicklook) as tmp:
-            make_quicklook(ms, pan, fused, bands, tmp)
+            make_quicklook(ms, pan, fused, bands, tmp, spread=spread)
         out["quicklook"] = config.quicklook
     if config.metrics:
         if h % 32 or w % 32:

@@ -1,0 +1,267 @@
+"""Does the spread of N diffusion samples say where the fusion is wrong? The 4-band test split, Wald protocol.
+
+    python -m benchmarks.uncertainty [--quick] [--configs 1:0 2:0 5:0 10:0 10:1] [--samples 8] [--threads 1]
+
+For every Wald pair of ``reduced_resolution_split("4band", "test")`` and every sampling configuration
+(steps:eta), the runtime's ``pipeline.sample_tiles`` draws ``--samples`` fused samples (seed 0; every test pair
+fits one default tile, so these are exactly the samples ``--samples N`` blends). The first N of them (N = 1, 4,
+8) give what ``--samples N`` writes: their mean (scored with ERGAS/SAM) and their spread
+(``uncertainty.sample_statistics``). The spread is scored against the mean's per-pixel error (RMS over bands)
+and next to a model-free proxy, the PAN's Gaussian gradient magnitude (σ = 1 and 2 PAN pixels):
+Spearman ρ, sparsification curves (RMSE of the pixels left as the most uncertain are removed) against the
+oracle ordering by the true error, AUSE (mean gap to the oracle over removed fractions 0..0.99, both curves
+normalised by the RMSE of all pixels) and the RMSE reduction at 10 % removed. A calibration plot (binned
+predicted standard deviation against observed RMS error) is written as ``uncertainty_calibration.png``.
+Validation needs a reference, so it is reduced-resolution only: at full resolution there is no ground truth.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numba
+import numpy as np
+from PIL import Image, ImageDraw
+from scipy import ndimage, stats
+
+from ddrf_runtime import datasets
+from ddrf_runtime.metrics import ergas, sam
+from ddrf_runtime.pipeline import FuseOptions, full_scale, make_grid, sample_tiles
+from ddrf_runtime.session import Denoiser, Device
+from ddrf_runtime.uncertainty import sample_statistics
+
+from ._fixtures import resolve_models
+from ._report import RESULTS_DIR, environment, environment_lines, markdown_table, run_and_write, say
+
+NAME = "uncertainty"
+FULL_CONFIGS = ("1:0", "2:0", "5:0", "10:0", "2:1", "5:1", "10:1")
+QUICK_CONFIGS = ("1:0", "2:1")
+SAMPLE_COUNTS = (1, 4, 8)
+FRACTIONS = np.arange(100) / 100.0  # removed fractions of the sparsification curves
+PROXY_SIGMAS = (1.0, 2.0)  # PAN pixels
+CAL_BINS = 20
+
+
+def sparsification(score: np.ndarray, sq_err: np.ndarray) -> np.ndarray:
+    """RMSE of the pixels left after removing the ``FRACTIONS`` with the highest ``score``, over the RMSE of all."""
+    order = np.argsort(-score, kind="stable")
+    tail = np.cumsum(sq_err[order][::-1])[::-1]  # tail[k]: sum of squared errors of pixels k.. in that order
+    n = sq_err.size
+    keep = np.minimum((FRACTIONS * n).astype(np.int64), n - 1)
+    return np.sqrt(tail[keep] / (n - keep)) / np.sqrt(tail[0] / n)
+
+
+def score_ordering(score: np.ndarray, sq_err: np.ndarray, oracle: np.ndarray) -> dict:
+    """Spearman ρ with the error, the sparsification curve, AUSE and the RMSE reduction at 10 % removed."""
+    curve = sparsification(score, sq_err)
+    rho = stats.spearmanr(score, sq_err).statistic if np.ptp(score) > 0 else 0.0
+    return {"spearman": float(rho), "ause": float(np.mean(curve - oracle)),
+            "rmse_cut_at_10": float(1.0 - curve[10]), "curve": [round(float(v), 4) for v in curve]}
+
+
+def pan_proxy(pan: np.ndarray, sigma: float) -> np.ndarray:
+    """The model-free proxy: Gaussian gradient magnitude of the PAN, (H, W)."""
+    return ndimage.gaussian_gradient_magnitude(pan.astype(np.float64), sigma)
+
+
+def draw_samples(denoiser: Denoiser, pair: datasets.Pair, steps: int, eta: float, samples: int) -> np.ndarray:
+    """(samples, H, W, C) fused samples of a pair, exactly as ``--samples`` draws them for its one tile."""
+    options = FuseOptions(steps=steps, eta=eta, samples=samples, bit_depth=pair.bit_depth, seed=0)
+    grid = make_grid(denoiser.spec, options, pair.pan.shape[0], pair.pan.shape[1])
+    if len(grid.tiles) != 1:
+        raise ValueError(f"{pair.name} spans {len(grid.tiles)} tiles; this benchmark needs one tile per pair")
+    tile = grid.tiles[0]
+    out = sample_tiles(grid, [tile], [pair.ms_lr[tile.ms.slices]], [pair.pan[tile.read.slices]], denoiser,
+                       options, scale=full_scale(pair.bit_depth))  # (1, N, th, tw, C)
+    return out[0, :, :tile.read.height, :tile.read.width]
+
+
+def evaluate_pair(pair: datasets.Pair, draws: np.ndarray, proxies: Mapping[str, np.ndarray]) -> dict:
+    """Scores of the mean of the first N draws, and of its spread and the proxies as error predictors."""
+    gt = pair.gt.astype(np.float64)
+    out: dict = {}
+    for n in SAMPLE_COUNTS:
+        if n > draws.shape[0]:
+            continue
+        blend = sample_statistics(draws[:n])  # (H, W, 2C + 1)
+        c = gt.shape[2]
+        mean, var, angle = blend[..., :c], blend[..., c:2 * c], blend[..., 2 * c]
+        sq_err = ((mean - gt) ** 2).mean(axis=2).ravel()  # (H·W,) per-pixel MSE over bands, DN²
+        oracle = sparsification(sq_err, sq_err)
+        row = {"ERGAS": ergas(gt, mean, pair.ratio), "SAM": sam(gt, mean), "rmse_dn": float(np.sqrt(sq_err.mean())),
+               "oracle": {"ause": 0.0, "rmse_cut_at_10": float(1.0 - oracle[10]),
+                          "curve": [round(float(v), 4) for v in oracle]}}
+        if n > 1:
+            std = np.sqrt(var.mean(axis=2)).ravel()  # per-pixel RMS over bands of the std, DN
+            row["spread"] = score_ordering(std, sq_err, oracle)
+            row["angle"] = score_ordering(angle.ravel(), sq_err, oracle)
+            row["calibration"] = {"std": std / pair.full_scale, "err": np.sqrt(sq_err) / pair.full_scale}
+            row["mean_std_dn"] = float(std.mean())
+        for name, proxy in proxies.items():
+            row[name] = score_ordering(proxy.ravel(), sq_err, oracle)
+        out[str(n)] = row
+    return out
+
+
+def calibration_bins(std: np.ndarray, err: np.ndarray, bins: int = CAL_BINS) -> dict:
+    """Equal-count bins of predicted std: mean predicted std and RMS observed error per bin (full-scale units)."""
+    order = np.argsort(std, kind="stable")
+    parts = np.array_split(order, bins)
+    return {"std": [float(std[p].mean()) for p in parts], "rmse": [float(np.sqrt((err[p] ** 2).mean())) for p in parts]}
+
+
+def _mean_over_pairs(per_pair: Mapping[str, Mapping], n: str) -> dict:
+    """Scene-mean of every scalar score of the mean of n samples (curves averaged point by point)."""
+    rows = [r[n] for r in per_pair.values()]
+    out: dict = {k: float(np.mean([r[k] for r in rows])) for k in ("ERGAS", "SAM", "rmse_dn")}
+    for key in rows[0]:
+        if isinstance(rows[0][key], dict) and "curve" in rows[0][key]:
+            out[key] = {m: float(np.mean([r[key][m] for r in rows])) for m in ("ause", "rmse_cut_at_10")}
+            out[key]["curve"] = [round(float(v), 4) for v in np.mean([r[key]["curve"] for r in rows], axis=0)]
+            if "spearman" in rows[0][key]:
+                out[key]["spearman"] = float(np.mean([r[key]["spearman"] for r in rows]))
+    return out
+
+
+def run(args: argparse.Namespace, argv: list[str]) -> dict:
+    env = environment(NAME, argv, ("numpy", "scipy", "onnxruntime", "numba"))
+    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    onnx_path = args.model_onnx or resolve_models(threads=args.threads).onnx
+    denoiser = Denoiser(onnx_path, Device.CPU, args.threads)
+    pairs = datasets.reduced_resolution_split("4band", "test")
+    if args.quick:
+        pairs = pairs[-3:]  # the three small non-Landsat pairs
+    proxies = {p.name: {f"proxy_sigma{s:g}": pan_proxy(p.pan, s) for s in PROXY_SIGMAS} for p in pairs}
+    configs = []
+    for text in args.configs:
+        steps, eta = text.split(":")
+        t0, per_pair, cal = time.perf_counter(), {}, {}
+        for pair in pairs:
+            draws = draw_samples(denoiser, pair, int(steps), float(eta), args.samples)
+            per_pair[pair.name] = evaluate_pair(pair, draws, proxies[pair.name])
+            for n, row in per_pair[pair.name].items():  # pool the calibration pixels over pairs
+                if "calibration" in row:
+                    c = row.pop("calibration")
+                    cal.setdefault(n, ([], []))[0].append(c["std"])
+                    cal[n][1].append(c["err"])
+        seconds = time.perf_counter() - t0
+        mean = {n: _mean_over_pairs(per_pair, n) for n in next(iter(per_pair.values()))}
+        bins = {n: calibration_bins(np.concatenate(s), np.concatenate(e)) for n, (s, e) in cal.items()}
+        configs.append({"config": text, "steps": int(steps), "eta": float(eta), "seconds": seconds,
+                        "mean": mean, "calibration": bins, "per_pair": per_pair})
+        top = mean[str(max(int(k) for k in mean))]
+        say(NAME, f"{text}: {seconds:.0f} s; N={max(int(k) for k in mean)}: ERGAS {top['ERGAS']:.3f}, "
+                  f"rho spread {top.get('spread', {}).get('spearman', float('nan')):.3f} vs proxy "
+                  f"{max(top[f'proxy_sigma{s:g}']['spearman'] for s in PROXY_SIGMAS):.3f}")
+    plot = RESULTS_DIR / f"{NAME}{'_quick' if args.quick else ''}_calibration.png"
+    draw_calibration(configs, plot)
+    return {**env, "quick": args.quick, "threads": args.threads, "model_onnx": str(onnx_path),
+            "training_data": denoiser.spec.training_data, "samples": args.samples,
+            "pairs": [p.name for p in pairs], "configs": configs, "calibration_png": str(plot)}
+
+
+_COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
+
+
+def draw_calibration(configs: Sequence[Mapping], path: Path, size: int = 480, margin: int = 60) -> None:
+    """Binned RMS error against predicted std (N = most samples), one line per config; dashed y = x."""
+    lines = []
+    for cfg in configs:
+        n = max(cfg["calibration"], key=int, default=None)
+        if n is not None:
+            lines.append((f"{cfg['config']} N={n}", cfg["calibration"][n]))
+    top = max([max(b["rmse"] + b["std"]) for _, b in lines], default=1.0) * 1.05
+    img = Image.new("RGB", (size + 2 * margin, size + 2 * margin), "white")
+    d = ImageDraw.Draw(img)
+
+    def xy(x: float, y: float) -> tuple[float, float]:
+        return margin + x / top * size, margin + size - y / top * size
+
+    d.rectangle([margin, margin, margin + size, margin + size], outline="black")
+    for k in range(0, 21):  # dashed diagonal: perfect calibration
+        if k % 2 == 0:
+            d.line([xy(top * k / 20, top * k / 20), xy(top * (k + 1) / 20, top * (k + 1) / 20)], fill="grey")
+    for k in range(5):
+        v = top * k / 4
+        d.text((xy(v, 0)[0] - 12, margin + size + 6), f"{v:.3f}", fill="black")
+        d.text((4, xy(0, v)[1] - 6), f"{v:.3f}", fill="black")
+    d.text((margin + size // 2 - 90, margin + size + 24), "predicted std (full-scale units)", fill="black")
+    d.text((4, margin - 40), "observed RMS error (full-scale units), equal-count bins", fill="black")
+    for i, (label, b) in enumerate(lines):
+        colour = _COLOURS[i % len(_COLOURS)]
+        d.line([xy(x, y) for x, y in zip(b["std"], b["rmse"])], fill=colour, width=2)
+        d.text((margin + 8, margin + 8 + 14 * i), label, fill=colour)
+    img.save(path, format="PNG")
+
+
+def to_markdown(r: dict) -> str:
+    proxies = [f"proxy_sigma{s:g}" for s in PROXY_SIGMAS]
+    lines = [f"# Per-pixel uncertainty from N samples ({'quick' if r['quick'] else 'full'})", "",
+             *environment_lines(r), f"- model: `{r['model_onnx']}` ({r['training_data']})",
+             f"- data: 4-band test split, {len(r['pairs'])} Wald pairs; ONNX Runtime CPU, {r['threads']} thread(s), "
+             f"seed 0, up to {r['samples']} samples; the machine was shared with other jobs (times are indicative)",
+             "- error = per-pixel RMS over bands of (mean of N samples − reference); spread = per-pixel RMS over "
+             "bands of the samples' std; angle = mean spectral angle of the samples to their mean; proxy = PAN "
+             "Gaussian gradient magnitude (σ in PAN pixels). Scores are means over the test scenes.",
+             "- reduced resolution only: at full resolution there is no reference to validate against.", "",
+             "## Mean of N samples against one sample", ""]
+    base = r["configs"][0]["mean"]["1"]
+    rows = []
+    for cfg in r["configs"]:
+        for n, m in cfg["mean"].items():
+            rows.append([cfg["config"], n, f"{m['ERGAS']:.3f}", f"{m['SAM']:.3f}",
+                         f"{m['ERGAS'] - base['ERGAS']:+.3f}", f"{cfg['seconds']:.0f}"])
+    lines += markdown_table(["steps:eta", "N", "ERGAS ↓", "SAM ° ↓", f"ΔERGAS vs {r['configs'][0]['config']} N=1",
+                             "s (all N, split)"], rows)
+    lines += ["", "## Does the spread predict the error?", "",
+              "ρ = Spearman(score, error); cut@10 % = RMSE reduction after removing the 10 % highest-scored "
+              "pixels; AUSE ↓ = mean gap to the oracle sparsification curve.", ""]
+    rows = []
+    for cfg in r["configs"]:
+        for n, m in cfg["mean"].items():
+            if "spread" not in m:
+                continue
+            cells = [cfg["config"], n]
+            for key in ("spread", "angle", *proxies):
+                cells.append(f"{m[key]['spearman']:.3f} / {100 * m[key]['rmse_cut_at_10']:.1f} % / {m[key]['ause']:.3f}")
+            cells.append(f"{100 * m['oracle']['rmse_cut_at_10']:.1f} %")
+            rows.append(cells)
+    lines += markdown_table(["steps:eta", "N", "spread ρ / cut@10 / AUSE", "angle ρ / cut@10 / AUSE",
+                             *(f"{p} ρ / cut@10 / AUSE" for p in proxies), "oracle cut@10"], rows)
+    lines += ["", "## Per scene (most samples of each configuration)", ""]
+    rows = []
+    for cfg in r["configs"]:
+        n = max(cfg["mean"], key=int)
+        for name, pr in cfg["per_pair"].items():
+            m = pr[n]
+            if "spread" in m:
+                rows.append([cfg["config"], n, name, f"{m['ERGAS']:.3f}", f"{m['spread']['spearman']:.3f}",
+                             f"{max(m[p]['spearman'] for p in proxies):.3f}",
+                             f"{100 * m['spread']['rmse_cut_at_10']:.1f} %", f"{100 * m['oracle']['rmse_cut_at_10']:.1f} %"])
+    lines += markdown_table(["steps:eta", "N", "scene", "ERGAS", "spread ρ", "best proxy ρ", "spread cut@10",
+                             "oracle cut@10"], rows)
+    lines += ["", f"Calibration plot: `{Path(r['calibration_png']).name}` (equal-count bins of predicted std, "
+              "pooled over the scenes; the dashed line is perfect calibration).", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    ap = argparse.ArgumentParser(prog=f"python -m benchmarks.{NAME}", description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="3 small pairs, configs " + " ".join(QUICK_CONFIGS))
+    ap.add_argument("--configs", nargs="+", help="steps:eta sampling configurations (default: all, or quick's)")
+    ap.add_argument("--samples", type=int, default=max(SAMPLE_COUNTS), help="samples drawn per pair (default 8)")
+    ap.add_argument("--model-onnx", type=Path, help="model (default: bundled, else exported from the training run)")
+    ap.add_argument("--threads", type=int, default=1, help="network threads (default 1)")
+    args = ap.parse_args(argv)
+    args.configs = args.configs or list(QUICK_CONFIGS if args.quick else FULL_CONFIGS)
+    name = f"{NAME}_quick" if args.quick else NAME
+    run_and_write(name, lambda: run(args, argv), to_markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
