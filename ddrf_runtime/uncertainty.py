@@ -24,12 +24,17 @@ def spread_channels(bands: int) -> int:
 def spectral_angle_spread(samples: np.ndarray, mean: np.ndarray) -> np.ndarray:
     """Mean angle (degrees) between each sample's spectrum and the mean spectrum: (..., H, W).
 
-    ``samples`` (N, ..., C) and ``mean`` (..., C) share units. A pixel whose spectra have zero norm spreads 0°.
+    ``samples`` (N, ..., C) and ``mean`` (..., C) share units. The angle is atan2(|a⊥|, a·m̂), exact for the
+    tiny angles samples differ by (arccos of a cosine near 1 is not). A zero spectrum spreads 0°.
     """
-    dot = np.einsum("n...c,...c->n...", samples, mean, dtype=np.float64)  # (N, ...)
-    norms = np.linalg.norm(samples.astype(np.float64), axis=-1) * np.linalg.norm(mean.astype(np.float64), axis=-1)
-    cos = np.divide(dot, norms, out=np.ones_like(dot), where=norms > 0)
-    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))).mean(axis=0)
+    x = samples.astype(np.float64)  # (N, ..., C)
+    m = mean.astype(np.float64)
+    norm = np.linalg.norm(m, axis=-1, keepdims=True)  # (..., 1)
+    unit = np.divide(m, norm, out=np.zeros_like(m), where=norm > 0)  # (..., C)
+    along = np.einsum("n...c,...c->n...", x, unit)  # (N, ...)
+    across = np.linalg.norm(x - along[..., None] * unit, axis=-1)  # (N, ...)
+    angle = np.degrees(np.arctan2(across, along))
+    return np.where((norm[..., 0] > 0) & (np.linalg.norm(x, axis=-1) > 0), angle, 0.0).mean(axis=0)
 
 
 def sample_statistics(samples: np.ndarray) -> np.ndarray:
