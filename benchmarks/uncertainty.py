@@ -1,6 +1,7 @@
 """Does the spread of N diffusion samples say where the fusion is wrong? The 4-band test split, Wald protocol.
 
     python -m benchmarks.uncertainty [--quick] [--configs 1:0 2:0 5:0 10:0 10:1] [--samples 8] [--threads 1]
+    python -m benchmarks.uncertainty --cost [--samples 4] [--threads 1]
 
 For every Wald pair of ``reduced_resolution_split("4band", "test")`` and every sampling configuration
 (steps:eta), the runtime's ``pipeline.sample_tiles`` draws ``--samples`` fused samples (seed 0; every test pair
@@ -13,6 +14,9 @@ oracle ordering by the true error, AUSE (mean gap to the oracle over removed fra
 normalised by the RMSE of all pixels) and the RMSE reduction at 10 % removed. A calibration plot (binned
 predicted standard deviation against observed RMS error) is written as ``uncertainty_calibration.png``.
 Validation needs a reference, so it is reduced-resolution only: at full resolution there is no ground truth.
+
+``--cost`` times ``fuse_scene`` on the bundled demo scene (one step, default tiling and batch, ONNX Runtime
+CPU) with one sample and with ``--samples``, alternating, twice each, and writes ``uncertainty_cost.{md,json}``.
 """
 from __future__ import annotations
 
@@ -27,7 +31,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage, stats
 
-from ddrf_runtime import datasets
+from ddrf_runtime import datasets, scene
+from ddrf_runtime.datapaths import DEMO_DIR
 from ddrf_runtime.metrics import ergas, sam
 from ddrf_runtime.pipeline import FuseOptions, full_scale, make_grid, sample_tiles
 from ddrf_runtime.session import Denoiser, Device
@@ -248,15 +253,55 @@ def to_markdown(r: dict) -> str:
     return "\n".join(lines)
 
 
+def run_cost(args: argparse.Namespace, argv: list[str]) -> dict:
+    """Wall time of fuse_scene on the demo scene, one sample against ``args.samples``."""
+    import tempfile
+    env = environment(NAME, argv, ("numpy", "onnxruntime", "numba", "rasterio"))
+    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    onnx_path = args.model_onnx or resolve_models(threads=args.threads).onnx
+    runs: dict[int, list[dict]] = {1: [], args.samples: []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for repeat in range(2):
+            for n in runs:
+                config = scene.SceneConfig(model=str(onnx_path), device=Device.CPU, threads=args.threads,
+                                           overwrite=True, fuse=FuseOptions(steps=1, samples=n))
+                report = scene.fuse_scene(DEMO_DIR / "ms.tif", DEMO_DIR / "pan.tif", Path(tmp) / "f.tif", config)
+                runs[n].append(report["timings_s"])
+                say(NAME, f"samples {n}, run {repeat + 1}: {report['timings_s']['total']:.1f} s")
+    best = {n: min(t["total"] for t in r) for n, r in runs.items()}
+    return {**env, "threads": args.threads, "model_onnx": str(onnx_path), "scene": "data/demo (800×800 PAN)",
+            "samples": args.samples, "runs": {str(n): r for n, r in runs.items()},
+            "best_total_s": {str(n): v for n, v in best.items()}, "ratio": best[args.samples] / best[1]}
+
+
+def cost_markdown(r: dict) -> str:
+    n = str(r["samples"])
+    lines = [f"# Cost of --samples {n} against one sample (CPU)", "", *environment_lines(r),
+             f"- model: `{r['model_onnx']}`; scene {r['scene']}; one step, default tiling and batch, ONNX Runtime "
+             f"CPU, {r['threads']} thread(s); the machine was shared with other jobs, so the best of two runs "
+             "is compared", ""]
+    lines += markdown_table(["samples", "run 1 total s", "run 2 total s", "best s"],
+                            ([k, *(f"{t['total']:.1f}" for t in v), f"{r['best_total_s'][k]:.1f}"]
+                             for k, v in r["runs"].items()))
+    lines += ["", f"**--samples {n} costs {r['ratio']:.2f}× one sample** (target ≤ {n}×).", ""]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(prog=f"python -m benchmarks.{NAME}", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="3 small pairs, configs " + " ".join(QUICK_CONFIGS))
+    ap.add_argument("--cost", action="store_true", help="time one sample against --samples on the demo scene")
     ap.add_argument("--configs", nargs="+", help="steps:eta sampling configurations (default: all, or quick's)")
-    ap.add_argument("--samples", type=int, default=max(SAMPLE_COUNTS), help="samples drawn per pair (default 8)")
+    ap.add_argument("--samples", type=int, help="samples drawn per pair (default 8; with --cost 4)")
     ap.add_argument("--model-onnx", type=Path, help="model (default: bundled, else exported from the training run)")
     ap.add_argument("--threads", type=int, default=1, help="network threads (default 1)")
     args = ap.parse_args(argv)
+    if args.cost:
+        args.samples = args.samples or 4
+        run_and_write(f"{NAME}_cost", lambda: run_cost(args, argv), cost_markdown)
+        return 0
+    args.samples = args.samples or max(SAMPLE_COUNTS)
     args.configs = args.configs or list(QUICK_CONFIGS if args.quick else FULL_CONFIGS)
     name = f"{NAME}_quick" if args.quick else NAME
     run_and_write(name, lambda: run(args, argv), to_markdown)

@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=int, help="tile side in PAN pixels (default: 512, or the largest multiple of "
                                             "the model's tile multiple below it)")
     p.add_argument("--overlap", type=int, help="tile overlap (default: 64, rounded up to a multiple of the ratio)")
-    p.add_argument("--batch", type=int, default=FuseOptions.batch, help="tiles per network call (default %(default)s)")
+    p.add_argument("--batch", type=int, default=FuseOptions.batch,
+                   help="tile-samples per network call, at least one tile's --samples (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     p.add_argument("--samples", type=int, default=1,
                    help="fused samples per pixel (default 1); N > 1 writes their mean and, next to the output, "

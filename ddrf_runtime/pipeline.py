@@ -36,7 +36,8 @@ class FuseOptions:
     steps: int | None = None  # DDIM steps (network evaluations per tile); None → the model's default_steps
     tile: int | None = None  # tile side, PAN pixels, a multiple of lcm(model size_multiple, ratio); bounds memory
     overlap: int | None = None  # minimum overlap of neighbouring tiles, PAN pixels (multiple of the ratio); blended
-    batch: int = 2  # tiles per network call; ORT's CPU attention holds ≈ 0.5 GiB per 512² tile (small model)
+    batch: int = 2  # tile-samples per network call (at least one tile's samples); ORT's CPU attention holds
+    # ≈ 0.5 GiB per 512² tile-sample (small model)
     seed: int = 0  # scene noise seed: a tile's noise depends only on it and the tile's position
     bit_depth: int | None = None  # inputs' full scale is 2**bit_depth − 1; None → uint8: 8, else the model default
     samples: int = 1  # fused samples per tile (own noises, one network call); > 1 → their mean, plus the spread
@@ -110,7 +111,7 @@ def sample_tiles(grid: TileGrid, tiles: Sequence[Tile], ms_reads: Sequence[np.nd
     ``ms_reads[i]``/``pan_reads[i]`` are the DN pixels of ``tiles[i].ms``/``tiles[i].read``. Sample s of a tile
     starts from ``tile_noise(options.seed, row, col, shape, s)`` (sample 0: the scene's historical noise) and,
     with ``options.eta`` > 0, draws step noise from stream (s, step + 1): results do not depend on batching.
-    ``options.batch`` tiles with all their samples go through each network call, sharing one condition.
+    Each network call takes max(1, batch // N) tiles with all their samples, which share one condition.
     ``progress`` (a tqdm bar) advances by one per tile and step.
     """
     spec = denoiser.spec
@@ -118,9 +119,10 @@ def sample_tiles(grid: TileGrid, tiles: Sequence[Tile], ms_reads: Sequence[np.nd
     alphas = spec.alphas_cumprod()
     c, n_s = spec.num_bands, options.samples
     th, tw = grid.tile_shape
+    per_call = max(1, options.batch // n_s)  # tiles per network call: memory bounded by the batch, not by N
     out = np.empty((len(tiles), n_s, th, tw, c), np.float32)  # (n, N, th, tw, C)
-    for b0 in range(0, len(tiles), options.batch):
-        group = range(b0, min(b0 + options.batch, len(tiles)))
+    for b0 in range(0, len(tiles), per_call):
+        group = range(b0, min(b0 + per_call, len(tiles)))
         cond = np.stack([condition_tile(grid, tiles[i], ms_reads[i], pan_reads[i], scale) for i in group])
         lms_n = cond[:, :c]  # (B, C, th, tw) view
         wav = wavelet_condition(lms_n, cond[:, c:])  # (B, C+3k, th/2, tw/2)
