@@ -44,7 +44,8 @@ class SpreadSidecar:
     def __init__(self, raw: Path, pair: RasterPair, bands: Sequence[str], samples: int, scale: float) -> None:
         self.raw, self.bands = raw, len(bands)
         names = [f"std_{b}" for b in bands] + ["angle_deg"]
-        self.summary = SpreadSummary(names, [scale / 2] * len(bands) + [90.0])  # a std of [0, scale] values ≤ scale/2·√(N/(N−1))
+        # a std of values in [0, scale] is at most scale/2·√(N/(N−1)): larger ones land in the last bin
+        self.summary = SpreadSummary(names, [scale / 2] * len(bands) + [90.0])
         self._descriptions = band_descriptions(bands, samples)
         self._profile = dict(driver="GTiff", dtype="float32", count=len(bands) + 1, height=pair.height,
                              width=pair.width, crs=pair.crs, transform=pair.transform, nodata=float("nan"),

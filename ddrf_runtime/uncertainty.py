@@ -24,17 +24,17 @@ def spread_channels(bands: int) -> int:
 def spectral_angle_spread(samples: np.ndarray, mean: np.ndarray) -> np.ndarray:
     """Mean angle (degrees) between each sample's spectrum and the mean spectrum: (..., H, W).
 
-    ``samples`` (N, ..., C) and ``mean`` (..., C) share units. The angle is atan2(|a⊥|, a·m̂), exact for the
-    tiny angles samples differ by (arccos of a cosine near 1 is not). A zero spectrum spreads 0°.
+    ``samples`` (N, ..., C) and ``mean`` (..., C) share units. The angle is atan2(|a⊥|, a·m̂): accurate in
+    float32 for the tiny angles samples differ by (arccos of a cosine near 1 is not). A zero spectrum spreads 0°.
     """
-    x = samples.astype(np.float64)  # (N, ..., C)
-    m = mean.astype(np.float64)
+    x = samples.astype(np.float32, copy=False)  # (N, ..., C)
+    m = mean.astype(np.float32, copy=False)
     norm = np.linalg.norm(m, axis=-1, keepdims=True)  # (..., 1)
     unit = np.divide(m, norm, out=np.zeros_like(m), where=norm > 0)  # (..., C)
     along = np.einsum("n...c,...c->n...", x, unit)  # (N, ...)
     across = np.linalg.norm(x - along[..., None] * unit, axis=-1)  # (N, ...)
     angle = np.degrees(np.arctan2(across, along))
-    return np.where((norm[..., 0] > 0) & (np.linalg.norm(x, axis=-1) > 0), angle, 0.0).mean(axis=0)
+    return np.where((norm[..., 0] > 0) & (np.linalg.norm(x, axis=-1) > 0), angle, 0.0).mean(axis=0, dtype=np.float64)
 
 
 def sample_statistics(samples: np.ndarray) -> np.ndarray:
@@ -43,7 +43,7 @@ def sample_statistics(samples: np.ndarray) -> np.ndarray:
     With one sample the variance and the spread are 0 (nothing was observed to differ).
     """
     n = samples.shape[0]
-    mean = samples.mean(axis=0, dtype=np.float64)  # (..., C)
+    mean = samples.mean(axis=0, dtype=np.float64).astype(np.float32)  # (..., C); float32 samples, few of them
     var = samples.var(axis=0, ddof=1, dtype=np.float64) if n > 1 else np.zeros_like(mean)
     angle = spectral_angle_spread(samples, mean)[..., None]  # (..., 1)
     return np.concatenate([mean, var, angle], axis=-1).astype(np.float32)

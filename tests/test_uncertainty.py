@@ -58,7 +58,7 @@ def test_sample_statistics_match_numpy():
 
 def test_spread_edge_cases():
     one = sample_statistics(np.full((1, 2, 2, 3), 5.0, np.float32))  # a single sample: no spread observed
-    assert (one[..., 3:6] == 0).all() and (one[..., 6] < 1e-9).all() and (one[..., :3] == 5).all()
+    assert (one[..., 3:6] == 0).all() and (one[..., 6] < 1e-4).all() and (one[..., :3] == 5).all()  # float32 angle
     zeros = np.zeros((3, 2, 2, 3), np.float32)  # zero spectra: angle 0, not NaN
     assert (spectral_angle_spread(zeros, zeros.mean(axis=0)) == 0).all()
     scaled = np.stack([np.ones((2, 2, 3)), 2 * np.ones((2, 2, 3))]).astype(np.float32)  # same direction
