@@ -245,3 +245,15 @@ def test_no_output_and_no_sidecar_when_writing_fails(tmp_path, demo_crop, fake_m
     assert rc == 2 and "nothing was written" in err[-1] and len(calls) == failing_call
     assert list(tmp_path.iterdir()) == []  # no output, no sidecar, no temporaries
 
+
+
+def test_sparsification_and_ause_by_hand():
+    from benchmarks.uncertainty import FRACTIONS, score_ordering, sparsification
+    sq_err = np.array([4.0, 1.0, 0.0, 9.0])
+    oracle = sparsification(sq_err, sq_err)
+    assert oracle[0] == 1.0 and FRACTIONS[25] == 0.25
+    assert oracle[25] == pytest.approx(np.sqrt(5 / 3) / np.sqrt(14 / 4))  # the 9 removed first
+    assert oracle[75] == pytest.approx(0.0)  # only the 0 is left
+    worst = score_ordering(-sq_err, sq_err, oracle)  # removes the smallest errors first
+    assert worst["spearman"] == pytest.approx(-1.0) and worst["rmse_cut_at_10"] == 0.0
+    assert worst["ause"] == pytest.approx(np.mean(np.array(worst["curve"]) - oracle), abs=1e-4) and worst["ause"] > 0
