@@ -1,9 +1,10 @@
-"""Does the spread of N diffusion samples say where the fusion is wrong? The 4-band test split, Wald protocol.
+"""Does the spread of N diffusion samples say where the fusion is wrong? Test splits, Wald protocol.
 
-    python -m benchmarks.uncertainty [--quick] [--configs 1:0 2:0 5:0 10:0 10:1] [--samples 8] [--threads 1]
+    python -m benchmarks.uncertainty [--quick] [--family 4band|hs_ms|hs_pan] [--configs 1:0 2:0 5:0 10:0 10:1]
+                                     [--samples 8] [--threads 1] [--tag T]
     python -m benchmarks.uncertainty --cost [--samples 4] [--threads 1]
 
-For every Wald pair of ``reduced_resolution_split("4band", "test")`` and every sampling configuration
+For every Wald pair of ``reduced_resolution_split(family, "test")`` and every sampling configuration
 (steps:eta), the runtime's ``pipeline.sample_tiles`` draws ``--samples`` fused samples (seed 0; every test pair
 fits one default tile, so these are exactly the samples ``--samples N`` blends). The first N of them (N = 1, 4,
 8) give what ``--samples N`` writes: their mean (scored with ERGAS/SAM) and their spread
@@ -33,7 +34,7 @@ from PIL import Image, ImageDraw
 from scipy import ndimage, stats
 
 from ddrf_runtime import datasets, scene
-from ddrf_runtime.datapaths import DEMO_DIR
+from ddrf_runtime.datapaths import DEMO_DIR, MODELS_DIR
 from ddrf_runtime.metrics import ergas, sam
 from ddrf_runtime.pipeline import FuseOptions, full_scale, make_grid, sample_tiles
 from ddrf_runtime.session import Denoiser, Device
@@ -71,8 +72,9 @@ def score_ordering(score: np.ndarray, sq_err: np.ndarray, oracle: np.ndarray) ->
 
 
 def pan_proxy(pan: np.ndarray, sigma: float) -> np.ndarray:
-    """The model-free proxy: Gaussian gradient magnitude of the PAN, (H, W)."""
-    return ndimage.gaussian_gradient_magnitude(pan.astype(np.float64), sigma)
+    """The model-free proxy: Gaussian gradient magnitude of the PAN (of a multi-band guide's mean), (H, W)."""
+    guide = pan.astype(np.float64)
+    return ndimage.gaussian_gradient_magnitude(guide if guide.ndim == 2 else guide.mean(axis=2), sigma)
 
 
 def draw_samples(denoiser: Denoiser, pair: datasets.Pair, steps: int, eta: float, samples: int) -> np.ndarray:
@@ -141,9 +143,11 @@ def _mean_over_pairs(per_pair: Mapping[str, Mapping], n: str) -> dict:
 def run(args: argparse.Namespace, argv: list[str]) -> dict:
     env = environment(NAME, argv, ("numpy", "scipy", "onnxruntime", "numba"))
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
-    onnx_path = args.model_onnx or resolve_models(threads=args.threads).onnx
+    bundled = resolve_models(threads=args.threads).onnx if args.family == "4band" else \
+        MODELS_DIR / f"ddrf_{args.family}.onnx"
+    onnx_path = args.model_onnx or bundled
     denoiser = Denoiser(onnx_path, Device.CPU, args.threads)
-    pairs = datasets.reduced_resolution_split("4band", "test")
+    pairs = datasets.reduced_resolution_split(args.family, "test")
     if args.quick:
         pairs = pairs[-3:]  # the three small non-Landsat pairs
     proxies = {p.name: {f"proxy_sigma{s:g}": pan_proxy(p.pan, s) for s in PROXY_SIGMAS} for p in pairs}
@@ -168,9 +172,9 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
         say(NAME, f"{text}: {seconds:.0f} s; N={max(int(k) for k in mean)}: ERGAS {top['ERGAS']:.3f}, "
                   f"rho spread {top.get('spread', {}).get('spearman', float('nan')):.3f} vs proxy "
                   f"{max(top[f'proxy_sigma{s:g}']['spearman'] for s in PROXY_SIGMAS):.3f}")
-    plot = RESULTS_DIR / f"{NAME}{'_quick' if args.quick else ''}_calibration.png"
+    plot = RESULTS_DIR / f"{args.name}_calibration.png"
     draw_calibration(configs, plot)
-    return {**env, "quick": args.quick, "threads": args.threads, "model_onnx": str(onnx_path),
+    return {**env, "family": args.family, "quick": args.quick, "threads": args.threads, "model_onnx": str(onnx_path),
             "training_data": denoiser.spec.training_data, "samples": args.samples,
             "pairs": [p.name for p in pairs], "configs": configs, "calibration_png": str(plot)}
 
@@ -220,7 +224,8 @@ def to_markdown(r: dict) -> str:
     proxies = [f"proxy_sigma{s:g}" for s in PROXY_SIGMAS]
     lines = [f"# Per-pixel uncertainty from N samples ({'quick' if r['quick'] else 'full'})", "",
              *environment_lines(r), f"- model: `{r['model_onnx']}` ({r['training_data']})",
-             f"- data: 4-band test split, {len(r['pairs'])} Wald pairs; ONNX Runtime CPU, {r['threads']} thread(s), "
+             f"- data: {r.get('family', '4band')} test split, {len(r['pairs'])} Wald pairs; ONNX Runtime CPU, "
+             f"{r['threads']} thread(s), "
              f"seed 0, up to {r['samples']} samples; the machine was shared with other jobs (times are indicative)",
              "- error = per-pixel RMS over bands of (mean of N samples − reference); spread = per-pixel RMS over "
              "bands of the samples' std; angle = mean spectral angle of the samples to their mean; proxy = PAN "
@@ -336,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog=f"python -m benchmarks.{NAME}", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="3 small pairs, configs " + " ".join(QUICK_CONFIGS))
     ap.add_argument("--cost", action="store_true", help="time one sample against --samples on the demo scene")
+    ap.add_argument("--family", choices=("4band", "hs_ms", "hs_pan"), default="4band",
+                    help="test split and bundled model (default 4band)")
+    ap.add_argument("--tag", help="suffix of the result files (uncertainty_<tag>.md), for extra runs")
     ap.add_argument("--render", type=Path, metavar="JSON", help="only re-render the markdown and plot of a result")
     ap.add_argument("--configs", nargs="+", help="steps:eta sampling configurations (default: all, or quick's)")
     ap.add_argument("--samples", type=int, help="samples drawn per pair (default 8; with --cost 4)")
@@ -353,8 +361,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     args.samples = args.samples or max(SAMPLE_COUNTS)
     args.configs = args.configs or list(QUICK_CONFIGS if args.quick else FULL_CONFIGS)
-    name = f"{NAME}_quick" if args.quick else NAME
-    run_and_write(name, lambda: run(args, argv), to_markdown)
+    family = "" if args.family == "4band" else f"_{args.family}"
+    args.name = f"{NAME}{family}{'_quick' if args.quick else ''}{'_' + args.tag if args.tag else ''}"
+    run_and_write(args.name, lambda: run(args, argv), to_markdown)
     return 0
 
 
