@@ -22,7 +22,7 @@ from .schedule import ddim_timesteps
 from .backends import DenoiserLike
 from .session import Denoiser
 from .tiling import Tile, TileGrid, pad_symmetric, tile_noise
-from .uncertainty import sample_statistics, spread_bands, spread_channels
+from .uncertainty import pool_spread, sample_statistics, spread_bands, spread_channels
 from .wavelets import wavelet_condition
 
 # MS pixels of context read around every tile: more than the reach of the 23-tap interpolator (at most
@@ -42,6 +42,7 @@ class FuseOptions:
     bit_depth: int | None = None  # inputs' full scale is 2**bit_depth − 1; None → uint8: 8, else the model default
     samples: int = 1  # fused samples per tile (own noises, one network call); > 1 → their mean, plus the spread
     eta: float = 0.0  # DDIM stochasticity: 0 deterministic ODE, 1 ancestral (fresh seeded noise at every step)
+    spread_sigma: float = 1.0  # Gaussian σ (PAN pixels) pooling each tile's sample variance; 0 = per pixel
 
     def __post_init__(self) -> None:
         checks = [  # (field, valid?, problem): the error names the field as its ``path``
@@ -54,6 +55,7 @@ class FuseOptions:
              f"must be in 1..32, got {self.bit_depth}"),
             ("samples", self.samples >= 1, f"must be >= 1, got {self.samples}"),
             ("eta", 0.0 <= self.eta <= 1.0, f"must be in 0..1, got {self.eta}"),
+            ("spread_sigma", self.spread_sigma >= 0, f"must be >= 0, got {self.spread_sigma}"),
         ]
         for name, ok, problem in checks:
             if not ok:
@@ -148,12 +150,14 @@ def fuse_tiles(grid: TileGrid, tiles: Sequence[Tile], ms_reads: Sequence[np.ndar
 
     The first C channels are the fused image in DN, in [0, scale]: the one sample, or the mean of
     ``options.samples``. With several samples S = C + 1 spread channels follow (per-band variance, spectral
-    angle spread; ``uncertainty.sample_statistics``); with one, S = 0. Arguments as for ``sample_tiles``.
+    angle spread; ``uncertainty.sample_statistics``), pooled over ``options.spread_sigma`` pixels; with one,
+    S = 0. Arguments as for ``sample_tiles``.
     """
     samples = sample_tiles(grid, tiles, ms_reads, pan_reads, denoiser, options, scale=scale, progress=progress)
     if options.samples == 1:
         return samples[:, 0]  # exactly the single sample: outputs of one sample do not change
-    return sample_statistics(np.moveaxis(samples, 1, 0))  # (n, th, tw, 2C + 1)
+    stats = sample_statistics(np.moveaxis(samples, 1, 0))  # (n, th, tw, 2C + 1)
+    return pool_spread(stats, denoiser.spec.num_bands, options.spread_sigma)
 
 
 def output_channels(bands: int, options: FuseOptions) -> int:

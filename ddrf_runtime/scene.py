@@ -257,7 +257,7 @@ def fuse_scene(ms_path: str | os.PathLike, pan_path: str | os.PathLike, out_path
     with atomic_outputs(out_path, side_path) as (final_tmp, side_tmp):
         raw_tmp = final_tmp.with_suffix(".raw.tmp")  # like final_tmp, a name .<output>.ddrf-*.tmp
         side = None if side_tmp is None else SpreadSidecar(side_tmp.with_suffix(".raw.tmp"), pair, spec.bands,
-                                                           options.samples, scale)
+                                                           options.samples, options.spread_sigma, scale)
         try:
             with rasterio.Env(GDAL_NUM_THREADS="1", GDAL_CACHEMAX=GDAL_CACHE_BYTES), \
                     rasterio.open(ms_path) as ms_ds, rasterio.open(pan_path) as pan_ds, \

@@ -41,12 +41,13 @@ class SpreadSidecar:
     """Writes blended spread channels (``pipeline.fuse_tiles``' channels after the C bands) strip by strip into a
     raw GeoTIFF ``raw`` (to be turned into a COG) and keeps a streamed summary for the report."""
 
-    def __init__(self, raw: Path, pair: RasterPair, bands: Sequence[str], samples: int, scale: float) -> None:
+    def __init__(self, raw: Path, pair: RasterPair, bands: Sequence[str], samples: int, sigma: float,
+                 scale: float) -> None:
         self.raw, self.bands = raw, len(bands)
         names = [f"std_{b}" for b in bands] + ["angle_deg"]
         # a std of values in [0, scale] is at most scale/2·√(N/(N−1)): larger ones land in the last bin
         self.summary = SpreadSummary(names, [scale / 2] * len(bands) + [90.0])
-        self._descriptions = band_descriptions(bands, samples)
+        self._descriptions = band_descriptions(bands, samples, sigma)
         self._profile = dict(driver="GTiff", dtype="float32", count=len(bands) + 1, height=pair.height,
                              width=pair.width, crs=pair.crs, transform=pair.transform, nodata=float("nan"),
                              tiled=True, blockxsize=256, blockysize=256, compress="deflate", BIGTIFF="IF_SAFER")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
+from scipy import ndimage
 
 SPREAD_HIST_BINS = 4096  # resolution of the streamed percentiles: 1/4096 of the histogram's range
 
@@ -49,16 +50,29 @@ def sample_statistics(samples: np.ndarray) -> np.ndarray:
     return np.concatenate([mean, var, angle], axis=-1).astype(np.float32)
 
 
+def pool_spread(channels: np.ndarray, bands: int, sigma: float) -> np.ndarray:
+    """Tiles' blendable channels (n, H, W, 2C + 1) with their spread channels (after the C mean bands)
+    Gaussian-averaged over ``sigma`` pixels, in place; 0 leaves them per pixel.
+
+    A variance estimated from a few samples is noisy (relative error ≈ 1/√(2(N−1))); pooling it over neighbours
+    steadies it. Tile edges are mirrored: they carry near-zero blend weight wherever another tile overlaps.
+    """
+    if sigma > 0:
+        channels[..., bands:] = ndimage.gaussian_filter(channels[..., bands:], (0, sigma, sigma, 0), mode="mirror")
+    return channels
+
+
 def spread_bands(blended: np.ndarray, bands: int) -> np.ndarray:
     """Blended spread channels (..., C + 1) (variances, angle) → sidecar bands (..., C + 1): std per band, angle."""
     std = np.sqrt(np.maximum(blended[..., :bands], 0.0))  # blending rounding can leave −0-ish variances
     return np.concatenate([std, blended[..., bands:bands + 1]], axis=-1).astype(np.float32)
 
 
-def band_descriptions(band_names: Sequence[str], samples: int) -> list[str]:
-    """Sidecar band descriptions: what each band measures and in which units."""
-    return [f"std {b} over {samples} samples (output units)" for b in band_names] + \
-        [f"mean spectral angle of {samples} samples to their mean (degrees)"]
+def band_descriptions(band_names: Sequence[str], samples: int, sigma: float) -> list[str]:
+    """Sidecar band descriptions: what each band measures, over what, and in which units."""
+    pooled = f", pooled over a {sigma:g}-pixel Gaussian" if sigma > 0 else ""
+    return [f"std {b} over {samples} samples{pooled} (output units)" for b in band_names] + \
+        [f"mean spectral angle of {samples} samples to their mean{pooled} (degrees)"]
 
 
 @dataclass

@@ -13,8 +13,8 @@ from ddrf_runtime.sampler import sample_ddim
 from ddrf_runtime.schedule import cosine_alphas_cumprod, ddim_timesteps
 from ddrf_runtime.session import Denoiser
 from ddrf_runtime.tiling import tile_noise
-from ddrf_runtime.uncertainty import (SPREAD_HIST_BINS, SpreadSummary, sample_statistics, spectral_angle_spread,
-                                      spread_bands)
+from ddrf_runtime.uncertainty import (SPREAD_HIST_BINS, SpreadSummary, pool_spread, sample_statistics,
+                                      spectral_angle_spread, spread_bands)
 
 from .onnx_fakes import SPEC, make_model
 from .scenes import FAST_ARGS
@@ -63,6 +63,19 @@ def test_spread_edge_cases():
     assert (spectral_angle_spread(zeros, zeros.mean(axis=0)) == 0).all()
     scaled = np.stack([np.ones((2, 2, 3)), 2 * np.ones((2, 2, 3))]).astype(np.float32)  # same direction
     np.testing.assert_allclose(spectral_angle_spread(scaled, scaled.mean(axis=0)), 0, atol=1e-5)
+
+
+def test_pooling_spreads_a_spike_into_a_gaussian_and_keeps_the_mean_bands():
+    channels = np.zeros((2, 21, 21, 2 * 2 + 1), np.float32)  # (n, H, W, 2C + 1), C = 2
+    channels[..., :2] = 7.0
+    channels[1, 10, 10, 2:] = 1.0  # one pixel of tile 1 spreads
+    pooled = pool_spread(channels.copy(), 2, 1.5)
+    assert (pooled[..., :2] == 7.0).all() and (pooled[0] == channels[0]).all()  # mean bands, other tile: as they were
+    spike = pooled[1, ..., 2]
+    assert spike.sum() == pytest.approx(1.0, rel=1e-4)  # pooled, not lost
+    assert spike[10, 10] == pytest.approx(1 / (2 * np.pi * 1.5**2), rel=0.05) and spike.max() == spike[10, 10]
+    np.testing.assert_allclose(spike, spike.T, atol=1e-7)
+    assert (pool_spread(channels.copy(), 2, 0.0) == channels).all()
 
 
 def test_streamed_summary_matches_numpy():
@@ -120,7 +133,7 @@ def test_samples_mean_and_spread_are_those_of_the_seeded_noises(models):
     base = fuse_arrays(ms, pan, models["wav"], FuseOptions(steps=1, bit_depth=11))
     one = fuse_arrays(ms, pan, models["noisy"], FuseOptions(steps=1, bit_depth=11, seed=5))
     mean, spread = fuse_arrays_with_spread(ms, pan, models["noisy"], FuseOptions(steps=1, bit_depth=11, seed=5,
-                                                                                  samples=3))
+                                                                                  samples=3, spread_sigma=0))
     noises = np.stack([tile_noise(5, 0, 0, (4, 48, 80), s) for s in range(3)]).transpose(0, 2, 3, 1)  # (N, H, W, C)
     np.testing.assert_allclose(one - base, NOISY_GAIN * noises[0], atol=0.02)  # sample 0: the historical noise
     np.testing.assert_allclose(mean - base, NOISY_GAIN * noises.mean(axis=0), atol=0.02)
@@ -157,7 +170,7 @@ def test_deterministic_per_seed_and_independent_of_batch(models, eta):
     assert (first[..., 4:] > 0).all()
 
 
-@pytest.mark.parametrize("kwargs", [dict(samples=0), dict(eta=-0.1), dict(eta=1.5)])
+@pytest.mark.parametrize("kwargs", [dict(samples=0), dict(eta=-0.1), dict(eta=1.5), dict(spread_sigma=-1)])
 def test_sampling_options_validate(kwargs):
     with pytest.raises(ConfigError, match="must be"):
         FuseOptions(**kwargs)
@@ -199,8 +212,9 @@ def test_sidecar_bands_grid_report_and_quicklook(tmp_path, demo_crop, fake_model
         assert (u.crs, u.transform, u.shape) == (o.crs, o.transform, o.shape)
         assert u.count == 5 and set(u.dtypes) == {"float32"} and np.isnan(u.nodata)
         assert u.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
-        assert u.descriptions == tuple(f"std {b} over 3 samples (output units)" for b in ("B", "G", "R", "NIR")) + (
-            "mean spectral angle of 3 samples to their mean (degrees)",)
+        pooled = "pooled over a 1-pixel Gaussian"
+        assert u.descriptions == tuple(f"std {b} over 3 samples, {pooled} (output units)" for b in "B G R NIR".split()
+                                       ) + (f"mean spectral angle of 3 samples to their mean, {pooled} (degrees)",)
         spread = u.read()
     assert np.isfinite(spread).all() and (spread[:4] > 0).mean() > 0.99 and (spread[4] > 0).mean() > 0.99
     report = json.loads((tmp_path / "r.json").read_text())
