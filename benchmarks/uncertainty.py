@@ -262,12 +262,13 @@ def to_markdown(r: dict) -> str:
         for name, pr in cfg["per_pair"].items():
             m = pr[n]
             if "spread" in m:
-                rows.append([cfg["config"], n, name, f"{m['ERGAS']:.3f}", f"{m['spread']['spearman']:.3f}",
+                pooled = f"{m['spread_pooled']['spearman']:.3f}" if "spread_pooled" in m else "–"
+                rows.append([cfg["config"], n, name, f"{m['ERGAS']:.3f}", f"{m['spread']['spearman']:.3f}", pooled,
                              f"{max(m[p]['spearman'] for p in proxies):.3f}",
                              f"{100 * m['spread']['rmse_cut_at_10']:.1f} %",
                              f"{100 * m['oracle']['rmse_cut_at_10']:.1f} %"])
-    lines += markdown_table(["steps:eta", "N", "scene", "ERGAS", "spread ρ", "best proxy ρ", "spread cut@10",
-                             "oracle cut@10"], rows)
+    lines += markdown_table(["steps:eta", "N", "scene", "ERGAS", "spread ρ", "pooled ρ", "best proxy ρ",
+                             "spread cut@10", "oracle cut@10"], rows)
     lines += ["", f"Calibration plot: `{Path(r['calibration_png']).name}` (equal-count bins of predicted std, "
               "pooled over the scenes; dashed: error = k·std with the column 'error / std' as k — a calibrated "
               "spread has k ≈ 1).", "", *_targets(r, proxies), ""]
