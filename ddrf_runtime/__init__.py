@@ -1,8 +1,9 @@
 """ddrf runtime: torch-free DDRF fusion around ONNX Runtime, plus metrics and classical baselines.
 
-High-level API: ``fuse_arrays(ms, pan, model, options)`` for in-memory arrays and
-``fuse_scene(ms_path, pan_path, out_path, config)`` for GeoTIFF scenes (a pure function of paths and a
-picklable ``SceneConfig``, so it maps over a folder of scenes with Ray or multiprocessing as it is).
+High-level API: ``fuse_arrays(ms, pan, model, options)`` for in-memory arrays (``fuse_arrays_with_spread`` adds the
+spread of ``options.samples`` > 1) and ``fuse_scene(ms_path, pan_path, out_path, config)`` for GeoTIFF scenes (a
+pure function of paths and a picklable ``SceneConfig``, so it maps over a folder of scenes with Ray or
+multiprocessing as it is).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 _LAZY = {  # loaded on first use: `import ddrf_runtime` stays cheap (no ONNX Runtime, rasterio or numba yet)
     "fuse_arrays": "ddrf_runtime.pipeline",
+    "fuse_arrays_with_spread": "ddrf_runtime.pipeline",
     "FuseOptions": "ddrf_runtime.pipeline",
     "fuse_scene": "ddrf_runtime.scene",
     "SceneConfig": "ddrf_runtime.scene",

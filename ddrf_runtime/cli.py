@@ -61,8 +61,12 @@ def add_scene_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tile", type=int, help="tile side in PAN pixels (default: 512, or the largest multiple of "
                                             "the model's tile multiple below it)")
     p.add_argument("--overlap", type=int, help="tile overlap (default: 64, rounded up to a multiple of the ratio)")
-    p.add_argument("--batch", type=int, default=FuseOptions.batch, help="tiles per network call (default %(default)s)")
+    p.add_argument("--batch", type=int, default=FuseOptions.batch,
+                   help="tile-samples per network call, at least one tile's --samples (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    p.add_argument("--samples", type=int, default=1,
+                   help="fused samples per pixel (default 1); N > 1 writes their mean and, next to the output, "
+                        "<output stem>_uncertainty.tif: per-band std (output units) and spectral spread (degrees)")
     p.add_argument("--bit-depth", type=int, help="input bit depth (full scale 2^b-1); default: inferred")
     p.add_argument("--threads", type=int, help="intra-op threads for the network")
     p.add_argument("--prepare-threads", type=int, help="threads reading and conditioning tiles while the network "
@@ -156,7 +160,7 @@ def _fuse_options(args: argparse.Namespace) -> FuseOptions:
     """The fusion options; a value out of range is reported against its option (``--steps: must be >= 1``)."""
     try:
         return FuseOptions(steps=args.steps, tile=args.tile, overlap=args.overlap, batch=args.batch,
-                           seed=args.seed, bit_depth=args.bit_depth)
+                           seed=args.seed, bit_depth=args.bit_depth, samples=args.samples)
     except ConfigError as e:
         raise _option_error(e) from None
 
@@ -173,6 +177,10 @@ def _summary(report: dict) -> None:
     for key in ("quicklook",):
         if key in report:
             print(f"{PROG}: {key}: {report[key]}")
+    if "uncertainty" in report:
+        u = report["uncertainty"]
+        means = ", ".join(f"{k}={v['mean']:.3g}" for k, v in u.get("bands", {}).items())
+        print(f"{PROG}: uncertainty ({u['samples']} samples): {u['path']} (means: {means})")
     if "metrics" in report:
         print(f"{PROG}: metrics: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
                                                 for k, v in report["metrics"].items()))

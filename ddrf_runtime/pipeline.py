@@ -1,8 +1,9 @@
 """In-memory fusion: per-tile conditioning, batched DDIM sampling over tiles, blending into the scene.
 
-``condition_tile`` and ``fuse_tiles`` are the building blocks a windowed (GeoTIFF) orchestrator reuses:
-it reads each tile's ``tile.ms`` and ``tile.read`` windows, fuses them, and blends with ``TileGrid.blend``.
-``fuse_arrays`` does the same for arrays already in memory.
+``prepare_batch`` (the CPU half: conditions, wavelets, noise) and ``denoise_batch`` (the network half) are the
+building blocks a windowed (GeoTIFF) orchestrator runs on different threads: it reads each tile's ``tile.ms``
+and ``tile.read`` windows, prepares, denoises, and blends with ``TileGrid.blend``. ``fuse_arrays`` does the
+same for arrays already in memory.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from .schedule import ddim_timesteps
 from .backends import DenoiserLike
 from .session import Denoiser
 from .tiling import Tile, TileGrid, pad_symmetric, tile_noise
+from .uncertainty import pool_spread, sample_statistics, spread_bands, spread_channels
 from .wavelets import wavelet_condition
 
 # MS pixels of context read around every tile: more than the reach of the 23-tap interpolator (at most
@@ -35,9 +37,13 @@ class FuseOptions:
     steps: int | None = None  # DDIM steps (network evaluations per tile); None → the model's default_steps
     tile: int | None = None  # tile side, PAN pixels, a multiple of lcm(model size_multiple, ratio); bounds memory
     overlap: int | None = None  # minimum overlap of neighbouring tiles, PAN pixels (multiple of the ratio); blended
-    batch: int = 2  # tiles per network call; ORT's CPU attention holds ≈ 0.5 GiB per 512² tile (small model)
+    batch: int = 2  # tile-samples per network call (at least one tile's samples); ORT's CPU attention holds
+    # ≈ 0.5 GiB per 512² tile-sample (small model)
     seed: int = 0  # scene noise seed: a tile's noise depends only on it and the tile's position
     bit_depth: int | None = None  # inputs' full scale is 2**bit_depth − 1; None → uint8: 8, else the model default
+    samples: int = 1  # fused samples per tile (own noises, one network call); > 1 → their mean, plus the spread
+    eta: float = 0.0  # DDIM stochasticity: 0 deterministic ODE, 1 ancestral (fresh seeded noise at every step)
+    spread_sigma: float = 1.0  # Gaussian σ (PAN pixels) pooling each tile's sample variance; 0 = per pixel
 
     def __post_init__(self) -> None:
         checks = [  # (field, valid?, problem): the error names the field as its ``path``
@@ -48,6 +54,9 @@ class FuseOptions:
             ("seed", self.seed >= 0, f"must be >= 0, got {self.seed}"),
             ("bit_depth", self.bit_depth is None or 1 <= self.bit_depth <= 32,
              f"must be in 1..32, got {self.bit_depth}"),
+            ("samples", self.samples >= 1, f"must be >= 1, got {self.samples}"),
+            ("eta", 0.0 <= self.eta <= 1.0, f"must be in 0..1, got {self.eta}"),
+            ("spread_sigma", self.spread_sigma >= 0, f"must be >= 0, got {self.spread_sigma}"),
         ]
         for name, ok, problem in checks:
             if not ok:
@@ -104,50 +113,100 @@ class BatchInputs:
     tiles: tuple[Tile, ...]
     cond: np.ndarray  # (B, C+k, th, tw) float32: cat[lms_n, guide_n]
     wav: np.ndarray  # (B, C+3k, th/2, tw/2) float32: DB1 sub-bands of the condition
-    noise: np.ndarray  # (B, C, th, tw) float32: each tile's starting noise, a function of seed and position
+    noise: np.ndarray  # (B·N, C, th, tw) float32: starting noise of sample s of tile i at row i·N + s
+
+
+def tiles_per_call(options: FuseOptions) -> int:
+    """Tiles in one network call: all samples of a tile go together, and memory is bounded by the batch."""
+    return max(1, options.batch // options.samples)
+
+
+def _sample_noise(options: FuseOptions, tiles: Sequence[Tile], shape: tuple[int, ...], *stream: int) -> np.ndarray:
+    """(B·N, *shape) noise of every sample of every tile (tile-major); ``stream`` names a later step's draw."""
+    return np.stack([tile_noise(options.seed, t.window.row, t.window.col, shape, s, *stream)
+                     for t in tiles for s in range(options.samples)])
 
 
 def prepare_batch(grid: TileGrid, tiles: Sequence[Tile], ms_reads: Sequence[np.ndarray],
                   pan_reads: Sequence[np.ndarray], spec: ModelSpec, options: FuseOptions, scale: float) -> BatchInputs:
     """The CPU half of fusing tiles: conditions, wavelets and noise (numpy/numba; no network, GIL mostly free).
 
-    ``ms_reads[i]``/``pan_reads[i]`` are the DN pixels of ``tiles[i].ms``/``tiles[i].read``. Each tile's
-    starting noise comes from ``tile_noise(options.seed, row, col)``, so results do not depend on batching.
+    ``ms_reads[i]``/``pan_reads[i]`` are the DN pixels of ``tiles[i].ms``/``tiles[i].read``. Sample s of a tile
+    starts from ``tile_noise(options.seed, row, col, shape, s)`` (sample 0: the scene's historical noise), so
+    results do not depend on batching.
     """
     c = spec.num_bands
-    th, tw = grid.tile_shape
     cond = np.stack([condition_tile(grid, t, m, p, scale) for t, m, p in zip(tiles, ms_reads, pan_reads)])
     wav = wavelet_condition(cond[:, :c], cond[:, c:])  # (B, C+3k, th/2, tw/2)
-    noise = np.stack([tile_noise(options.seed, t.window.row, t.window.col, (c, th, tw)) for t in tiles])
-    return BatchInputs(tuple(tiles), cond, wav, noise)
+    return BatchInputs(tuple(tiles), cond, wav, _sample_noise(options, tiles, (c,) + grid.tile_shape))
+
+
+def sample_batch(batch: BatchInputs, denoiser: DenoiserLike, options: FuseOptions, *, scale: float,
+                 progress: tqdm | None = None) -> np.ndarray:
+    """The network half: ``options.samples`` fused samples of each tile, (B, N, th, tw, C) float32 DN in [0, scale].
+
+    Each tile's samples share its condition and go through the network in one call; with ``options.eta`` > 0
+    step i of sample s adds ``tile_noise(..., s, i + 1)``. ``progress`` advances by one per tile and step.
+    """
+    spec = denoiser.spec
+    timesteps = ddim_timesteps(spec.timesteps, options.num_steps(spec))
+    c, n_s, n = spec.num_bands, options.samples, len(batch.tiles)
+    th, tw = batch.cond.shape[2:]
+    cond, wav = batch.cond, batch.wav
+    if n_s > 1:  # every sample of a tile shares its condition
+        cond, wav = (np.repeat(a, n_s, axis=0) for a in (cond, wav))  # (B·N, ...)
+    advance = None if progress is None else (lambda *_: progress.update(n))  # per network call
+    x0 = sample_ddim(denoiser.conditioned(cond, wav), batch.noise, timesteps, spec.alphas_cumprod(),
+                     callback=advance, eta=options.eta,
+                     noise=lambda step: _sample_noise(options, batch.tiles, (c, th, tw), step + 1))
+    fused = spec.target.decode(x0, cond[:, :c]) * np.float32(scale)  # (B·N, C, th, tw)
+    return np.clip(fused, 0.0, scale).reshape(n, n_s, c, th, tw).transpose(0, 1, 3, 4, 2)  # (B, N, th, tw, C)
+
+
+def _reduce_samples(samples: np.ndarray, bands: int, options: FuseOptions) -> np.ndarray:
+    """(n, N, th, tw, C) samples → (n, th, tw, C + S) blendable channels: the one sample exactly, or the mean
+    and S = C + 1 spread channels (``uncertainty.sample_statistics``) pooled over ``options.spread_sigma``."""
+    if options.samples == 1:
+        return samples[:, 0]  # exactly the single sample: outputs of one sample do not change
+    stats = sample_statistics(np.moveaxis(samples, 1, 0))  # (n, th, tw, 2C + 1)
+    return pool_spread(stats, bands, options.spread_sigma)
 
 
 def denoise_batch(batch: BatchInputs, denoiser: DenoiserLike, options: FuseOptions, *, scale: float,
                   progress: tqdm | None = None) -> np.ndarray:
-    """The network half: DDIM from the batch's noise, decoded to (B, th, tw, C) float32 DN in [0, scale].
+    """``sample_batch`` reduced to what orchestrators blend: (B, th, tw, C + S) float32 (see ``fuse_tiles``)."""
+    samples = sample_batch(batch, denoiser, options, scale=scale, progress=progress)
+    return _reduce_samples(samples, denoiser.spec.num_bands, options)
 
-    ``progress`` (a tqdm bar) advances by one per tile and step.
-    """
-    spec = denoiser.spec
-    timesteps = ddim_timesteps(spec.timesteps, options.num_steps(spec))
-    n = len(batch.tiles)
-    advance = None if progress is None else (lambda *_: progress.update(n))  # per network call
-    x0 = sample_ddim(denoiser.conditioned(batch.cond, batch.wav), batch.noise, timesteps, spec.alphas_cumprod(),
-                     callback=advance)
-    fused = spec.target.decode(x0, batch.cond[:, :spec.num_bands]) * np.float32(scale)  # (B, C, th, tw)
-    return np.clip(fused, 0.0, scale).transpose(0, 2, 3, 1)  # (B, th, tw, C)
+
+def sample_tiles(grid: TileGrid, tiles: Sequence[Tile], ms_reads: Sequence[np.ndarray],
+                 pan_reads: Sequence[np.ndarray], denoiser: DenoiserLike, options: FuseOptions, *, scale: float,
+                 progress: tqdm | None = None) -> np.ndarray:
+    """``options.samples`` fused samples of each tile: (n, N, tile rows, tile cols, C) float32 DN in [0, scale],
+    ``tiles_per_call`` tiles per network call."""
+    per_call = tiles_per_call(options)
+    return np.concatenate([
+        sample_batch(prepare_batch(grid, tiles[b0:b0 + per_call], ms_reads[b0:b0 + per_call],
+                                   pan_reads[b0:b0 + per_call], denoiser.spec, options, scale),
+                     denoiser, options, scale=scale, progress=progress)
+        for b0 in range(0, len(tiles), per_call)])
 
 
 def fuse_tiles(grid: TileGrid, tiles: Sequence[Tile], ms_reads: Sequence[np.ndarray], pan_reads: Sequence[np.ndarray],
                denoiser: DenoiserLike, options: FuseOptions, *, scale: float, progress: tqdm | None = None) -> np.ndarray:
-    """Fuse tiles ``options.batch`` at a time: (n, tile rows, tile cols, C) float32 DN in [0, scale]."""
-    th, tw = grid.tile_shape
-    out = np.empty((len(tiles), th, tw, denoiser.spec.num_bands), np.float32)  # (n, th, tw, C)
-    for b0 in range(0, len(tiles), options.batch):
-        group = slice(b0, b0 + options.batch)
-        batch = prepare_batch(grid, tiles[group], ms_reads[group], pan_reads[group], denoiser.spec, options, scale)
-        out[group] = denoise_batch(batch, denoiser, options, scale=scale, progress=progress)
-    return out
+    """Fuse tiles: (n, tile rows, tile cols, C + S) float32, to blend with the tiles' weights.
+
+    The first C channels are the fused image in DN, in [0, scale]: the one sample, or the mean of
+    ``options.samples``. With several samples S = C + 1 spread channels follow (per-band variance, spectral
+    angle spread), pooled over ``options.spread_sigma`` pixels; with one, S = 0. Arguments as for ``sample_tiles``.
+    """
+    samples = sample_tiles(grid, tiles, ms_reads, pan_reads, denoiser, options, scale=scale, progress=progress)
+    return _reduce_samples(samples, denoiser.spec.num_bands, options)
+
+
+def output_channels(bands: int, options: FuseOptions) -> int:
+    """Channels ``fuse_tiles`` returns for a ``bands``-band model: the bands, plus the spread channels."""
+    return bands + (spread_channels(bands) if options.samples > 1 else 0)
 
 
 def _check_arrays(ms: np.ndarray, pan: np.ndarray, spec: ModelSpec) -> None:
@@ -193,14 +252,24 @@ def fuse_arrays(ms: np.ndarray, pan: np.ndarray, model: DenoiserLike | str | os.
     """Fuse a whole in-memory scene: ms (h, w, C) and pan (rh, rw[, k]) in DN → (rh, rw, C) float32 DN.
 
     ``model`` is a loaded denoiser (ONNX or torch backend) or the path of an exported ``.onnx`` (device 'auto').
+    With ``options.samples`` > 1 the result is the samples' mean (``fuse_arrays_with_spread`` adds the spread).
     """
+    return fuse_arrays_with_spread(ms, pan, model, options, progress)[0]
+
+
+def fuse_arrays_with_spread(ms: np.ndarray, pan: np.ndarray, model: DenoiserLike | str | os.PathLike,
+                            options: FuseOptions = FuseOptions(),
+                            progress: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """``fuse_arrays`` and, with ``options.samples`` > 1, the spread: (rh, rw, C + 1) float32, per-band standard
+    deviation of the samples in DN, then their spectral angle spread in degrees (None with one sample)."""
     ms, pan = np.asarray(ms), np.asarray(pan)
     denoiser = Denoiser(model) if isinstance(model, (str, os.PathLike)) else model
     spec = denoiser.spec
     _check_arrays(ms, pan, spec)
     scale = full_scale(resolve_bit_depth(options, spec, ms, pan))
     grid = make_grid(spec, options, pan.shape[0], pan.shape[1])
-    out = np.zeros(pan.shape[:2] + (spec.num_bands,), np.float32)  # (rh, rw, C) weighted sum of tiles
+    c = spec.num_bands
+    out = np.zeros(pan.shape[:2] + (output_channels(c, options),), np.float32)  # (rh, rw, C + S) weighted sum
     tiles = grid.tiles
     with tqdm(total=len(tiles) * options.num_steps(spec), disable=not progress, unit="tile-step") as bar:
         for b0 in range(0, len(tiles), options.batch):  # one batch at a time bounds the memory held
@@ -209,4 +278,6 @@ def fuse_arrays(ms: np.ndarray, pan: np.ndarray, model: DenoiserLike | str | os.
                                denoiser, options, scale=scale, progress=bar)
             for tile, values in zip(group, fused):
                 grid.blend(out, tile, values)
-    return out
+    if options.samples == 1:
+        return out, None
+    return np.ascontiguousarray(out[..., :c]), spread_bands(out[..., c:], c)

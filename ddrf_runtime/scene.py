@@ -33,10 +33,12 @@ from .backends import Backend, DenoiserLike, load_denoiser
 from .datapaths import MODELS_DIR
 from .errors import ConfigError, InputError, ModelError, OutputError
 from .model_spec import ModelSpec
-from .pipeline import BatchInputs, FuseOptions, denoise_batch, full_scale, make_grid, prepare_batch
+from .pipeline import (BatchInputs, FuseOptions, denoise_batch, full_scale, make_grid, output_channels,
+                       prepare_batch, tiles_per_call)
 from .raster_io import (RasterPair, _first_line, atomic_output, bit_depth_for_max, check_output_path,
                         declared_bit_depth, inspect_pair)
 from .session import Device
+from .sidecar import SpreadSidecar, atomic_outputs, sidecar_path
 from .stages import OrderedWorker, ordered_map
 from .tiling import Tile, TileGrid
 
@@ -297,6 +299,9 @@ def fuse_scene(ms_path: str | os.PathLike, pan_path: str | os.PathLike, out_path
     timings: dict[str, float] = {}
     ms_path, pan_path, out_path = str(ms_path), str(pan_path), str(out_path)
     check_output_path(out_path, (ms_path, pan_path), config.overwrite)
+    side_path = sidecar_path(out_path) if config.fuse.samples > 1 else None  # the spread of several samples
+    if side_path:
+        check_output_path(side_path, (ms_path, pan_path, out_path), config.overwrite)
     for extra in (config.quicklook, config.report):
         if extra:
             check_output_path(extra, (ms_path, pan_path, out_path), True)
@@ -321,14 +326,16 @@ def fuse_scene(ms_path: str | os.PathLike, pan_path: str | os.PathLike, out_path
     nodata = _output_nodata(pair, scale)
     t = time.perf_counter()
     n_invalid = 0
-    with atomic_output(out_path) as final_tmp:
+    with atomic_outputs(out_path, side_path) as (final_tmp, side_tmp):
         raw_tmp = final_tmp.with_suffix(".raw.tmp")  # like final_tmp, a name .<output>.ddrf-*.tmp
+        side = None if side_tmp is None else SpreadSidecar(side_tmp.with_suffix(".raw.tmp"), pair, spec.bands,
+                                                           options.samples, options.spread_sigma, scale)
         try:
             with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), \
-                    rasterio.open(raw_tmp, "w", **_output_profile(pair, nodata)) as dst:
+                    rasterio.open(raw_tmp, "w", **_output_profile(pair, nodata)) as dst, side or contextlib.nullcontext():
                 for b, desc in enumerate(pair.band_descriptions or (), start=1):
                     dst.set_band_description(b, desc or spec.bands[b - 1])
-                writer = _StripWriter(dst, pair, scale, nodata)
+                writer = _StripWriter(dst, pair, scale, nodata, side)
                 _stream_strips(grid, pair, writer, denoiser, options, scale, steps, config.resolved_prepare_threads(),
                                config.queue_depth, progress)
                 n_invalid = writer.n_invalid
@@ -338,12 +345,16 @@ def fuse_scene(ms_path: str | os.PathLike, pan_path: str | os.PathLike, out_path
             timings["fuse_and_write"] = time.perf_counter() - t
             t = time.perf_counter()
             _write_cog(raw_tmp, final_tmp)
+            if side is not None:
+                _write_cog(side.raw, side_tmp)
             timings["cog"] = time.perf_counter() - t
         except OSError as e:  # full disk, quota, I/O failure part-way (RasterioIOError too): nothing at out_path
             detail = e.strerror or str(e.__cause__ or e).strip()
             raise OutputError(f"writing failed ({detail}); nothing was written (disk full?)", out_path) from None
         finally:
             raw_tmp.unlink(missing_ok=True)
+            if side is not None:
+                side.raw.unlink(missing_ok=True)
 
     report = {
         "inputs": {"ms": ms_path, "pan": pan_path}, "output": out_path, "model": model_path,
@@ -354,9 +365,11 @@ def fuse_scene(ms_path: str | os.PathLike, pan_path: str | os.PathLike, out_path
         "size": [pair.height, pair.width], "nodata_pixels": n_invalid,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
     }
+    if side is not None:
+        report["uncertainty"] = {"path": side_path, "samples": options.samples, **side.summary.as_dict()}
     if config.quicklook or config.metrics:
         t = time.perf_counter()
-        report.update(_after_fusion(pair, out_path, spec.bands, config, bits))
+        report.update(_after_fusion(pair, out_path, spec.bands, config, bits, side_path))
         timings["quicklook_and_metrics"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t_start
     report["timings_s"] = {k: round(v, 4) for k, v in timings.items()}
@@ -374,11 +387,15 @@ class _StripWriter:
     pair: RasterPair
     scale: float
     nodata: float | None
+    side: SpreadSidecar | None = None  # the spread channels' sidecar (several samples)
     n_invalid: int = 0  # no-data pixels written so far
 
     def write(self, strip: np.ndarray, valid: np.ndarray, row: int) -> None:
-        """strip (n, W, C) float32 DN and valid (n, W) for scene rows row..row+n-1."""
-        block = _to_dtype(strip, self.pair.dtype, self.scale)  # (C, n, W)
+        """strip (n, W, C [+ S]) blended channels and valid (n, W) for scene rows row..row+n-1."""
+        c = self.pair.ms_count
+        if self.side is not None:
+            self.side.write(strip[:, :, c:], valid, row)
+        block = _to_dtype(strip[:, :, :c], self.pair.dtype, self.scale)  # (C, n, W)
         if self.nodata is not None:
             _off_nodata(block, self.nodata, self.scale)
         if not valid.all():
@@ -403,13 +420,13 @@ def _stream_strips(grid: TileGrid, pair: RasterPair, writer: _StripWriter, denoi
     ordered = [rows[i] for i in sorted(rows)]
     starts = [r[0].window.row for r in ordered]
     written = 0
-    strip = np.zeros((0, pair.width, pair.ms_count), np.float32)  # (rows, W, C) weighted sum of tiles
+    strip = np.zeros((0, pair.width, output_channels(pair.ms_count, options)), np.float32)  # (rows, W, C + S)
     valid = np.ones((0, pair.width), bool)
     datasets = _ThreadDatasets(pair)
     prepare = functools.partial(_prepare, grid=grid, pair=pair, datasets=datasets, spec=denoiser.spec,
                                 options=options, scale=scale)
-    batches = ordered_map(prepare, _batch_plan(ordered, options.batch), workers=workers, depth=workers + depth,
-                          initializer=_single_threaded_kernels)
+    plan = _batch_plan(ordered, tiles_per_call(options))
+    batches = ordered_map(prepare, plan, workers=workers, depth=workers + depth, initializer=_single_threaded_kernels)
     # Left in reverse order: the readers stop (and are joined) before their datasets close, and the writer
     # drains before the caller closes the output.
     with tqdm(total=len(grid.tiles) * steps, disable=not progress, unit="tile-step", desc="fusing") as bar, \
@@ -446,8 +463,10 @@ def _write_cog(src: Path, dst: Path) -> None:
         raise OSError(errno.EIO, _first_line(e)) from None
 
 
-def _after_fusion(pair: RasterPair, out_path: str, bands: tuple[str, ...], config: SceneConfig, bits: int) -> dict:
-    """Quicklook PNG and full-resolution metrics on a central crop (bounded memory)."""
+def _after_fusion(pair: RasterPair, out_path: str, bands: tuple[str, ...], config: SceneConfig, bits: int,
+                  side_path: str | None = None) -> dict:
+    """Quicklook PNG (with the sidecar's spread, if any) and full-resolution metrics on a central crop (bounded
+    memory)."""
     side = METRICS_MAX_SIDE // (32 * pair.ratio) * 32 * pair.ratio
     h = min(pair.height, side) // (32 * pair.ratio) * 32 * pair.ratio
     w = min(pair.width, side) // (32 * pair.ratio) * 32 * pair.ratio
@@ -466,8 +485,12 @@ def _after_fusion(pair: RasterPair, out_path: str, bands: tuple[str, ...], confi
     out: dict = {}
     if config.quicklook:
         from .quicklook import make_quicklook
+        spread = None
+        if side_path:  # RMS over bands of the per-band std, (h, w)
+            with rasterio.open(side_path) as u:
+                spread = np.sqrt(np.mean(u.read(list(range(1, len(bands) + 1)), window=crop) ** 2, axis=0))
         with atomic_output(config.quicklook) as tmp:
-            make_quicklook(ms, pan, fused, bands, tmp)
+            make_quicklook(ms, pan, fused, bands, tmp, spread=spread)
         out["quicklook"] = config.quicklook
     if config.metrics:
         if h % 32 or w % 32:

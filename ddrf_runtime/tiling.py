@@ -55,9 +55,15 @@ def pad_symmetric(img: np.ndarray, pad: Pad) -> np.ndarray:
     return np.pad(img, tuple(pad) + ((0, 0),) * (img.ndim - 2), mode="symmetric")
 
 
-def tile_noise(seed: int, row: int, col: int, shape: tuple[int, ...]) -> np.ndarray:
-    """Standard-normal float32 noise for the tile at scene position (row, col): a function of these only."""
-    return np.random.Generator(np.random.PCG64([seed, row, col])).standard_normal(shape, dtype=np.float32)
+def tile_noise(seed: int, row: int, col: int, shape: tuple[int, ...], *stream: int) -> np.ndarray:
+    """Standard-normal float32 noise for the tile at scene position (row, col): a function of these only.
+
+    ``stream`` (non-negative ints) names further independent draws for the same tile, e.g. (sample,) for the
+    starting noise of sample k or (sample, step + 1) for stochastic sampling; no stream is the scene's
+    historical noise, which sample 0 keeps (so one sample reproduces earlier outputs bit for bit).
+    """
+    key = [seed, row, col, *stream] if any(stream) else [seed, row, col]
+    return np.random.Generator(np.random.PCG64(key)).standard_normal(shape, dtype=np.float32)
 
 
 def _raised_cosine(n: int) -> np.ndarray:

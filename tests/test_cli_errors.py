@@ -179,6 +179,7 @@ REFUSED = {
     "steps_above_T": (lambda p: p.args.extend(["--steps", "101"]), "model", ["steps 101 exceeds", "100"]),
     "prepare_threads_zero": (lambda p: p.args.extend(["--prepare-threads", "0"]), "--prepare-threads",
                              ["must be >= 1, got 0"]),
+    "samples_zero": (lambda p: p.args.extend(["--samples", "0"]), "--samples", ["must be >= 1, got 0"]),
     "tile_not_a_multiple": (lambda p: p.args.extend(["--tile", "100"]), "model",
                             ["tile size 100", "multiple of 16", "try 96"]),
     "cuda_without_cuda": (_no_cuda, "--device", ["'cuda'", "no CUDA provider"]),
