@@ -269,8 +269,9 @@ def to_markdown(r: dict) -> str:
                              f"{100 * m['oracle']['rmse_cut_at_10']:.1f} %"])
     lines += markdown_table(["steps:eta", "N", "scene", "ERGAS", "spread ρ", "pooled ρ", "best proxy ρ",
                              "spread cut@10", "oracle cut@10"], rows)
-    lines += ["", f"Calibration plot: `{Path(r['calibration_png']).name}` (equal-count bins of predicted std, "
-              "pooled over the scenes; dashed: error = k·std with the column 'error / std' as k — a calibrated "
+    which = "pooled" if scored and "spread_pooled" in scored[0][2] else "raw per-pixel"
+    lines += ["", f"Calibration plot: `{Path(r['calibration_png']).name}` (equal-count bins of the {which} "
+              "predicted std, pixels of all scenes together; dashed: error = k·std with the column 'error / std' as k — a calibrated "
               "spread has k ≈ 1).", "", *_targets(r, proxies), ""]
     return "\n".join(lines)
 
