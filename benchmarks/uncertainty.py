@@ -178,7 +178,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
             "pairs": [p.name for p in pairs], "configs": configs, "calibration_png": str(plot)}
 
 
-_COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
+_COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
+            (23, 190, 207), (127, 127, 127)]
 
 
 def recalibration(bins: Mapping[str, Sequence[float]]) -> float:
