@@ -178,7 +178,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
             "pairs": [p.name for p in pairs], "configs": configs, "calibration_png": str(plot)}
 
 
-_COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
+_COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
+            (23, 190, 207), (127, 127, 127)]
 
 
 def recalibration(bins: Mapping[str, Sequence[float]]) -> float:
@@ -269,8 +270,9 @@ def to_markdown(r: dict) -> str:
                              f"{100 * m['oracle']['rmse_cut_at_10']:.1f} %"])
     lines += markdown_table(["steps:eta", "N", "scene", "ERGAS", "spread ρ", "pooled ρ", "best proxy ρ",
                              "spread cut@10", "oracle cut@10"], rows)
-    lines += ["", f"Calibration plot: `{Path(r['calibration_png']).name}` (equal-count bins of predicted std, "
-              "pooled over the scenes; dashed: error = k·std with the column 'error / std' as k — a calibrated "
+    which = "pooled" if scored and "spread_pooled" in scored[0][2] else "raw per-pixel"
+    lines += ["", f"Calibration plot: `{Path(r['calibration_png']).name}` (equal-count bins of the {which} "
+              "predicted std, pixels of all scenes together; dashed: error = k·std with the column 'error / std' as k — a calibrated "
               "spread has k ≈ 1).", "", *_targets(r, proxies), ""]
     return "\n".join(lines)
 

@@ -1,6 +1,6 @@
 """Per-pixel uncertainty from several diffusion samples: statistics per tile, their blendable form, summaries.
 
-Pure numpy. A tile's N fused samples become one array of *blendable* channels — the per-band mean (C), the
+Pure functions (numpy, scipy). A tile's N fused samples become one array of *blendable* channels — the per-band mean (C), the
 per-band variance (C) and the spectral angle spread (1) — so the orchestrator blends them across tile overlaps
 with the same weights as the fused image (seamless, and memory flat in N: only these 2C + 1 channels are kept).
 ``spread_bands`` turns blended channels into the sidecar's bands: per-band standard deviation in the output's
@@ -23,7 +23,7 @@ def spread_channels(bands: int) -> int:
 
 
 def spectral_angle_spread(samples: np.ndarray, mean: np.ndarray) -> np.ndarray:
-    """Mean angle (degrees) between each sample's spectrum and the mean spectrum: (..., H, W).
+    """Mean angle (degrees) between each sample's spectrum and the mean spectrum: shape (...).
 
     ``samples`` (N, ..., C) and ``mean`` (..., C) share units. The angle is atan2(|a⊥|, a·m̂): accurate in
     float32 for the tiny angles samples differ by (arccos of a cosine near 1 is not). A zero spectrum spreads 0°.
