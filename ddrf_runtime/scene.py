@@ -218,11 +218,12 @@ def _off_nodata(block: np.ndarray, nodata: float, scale: float) -> None:
 
 def fuse_scene(ms_path: str | os.PathLike, pan_path: str | os.PathLike, out_path: str | os.PathLike,
                config: SceneConfig = SceneConfig(), progress: bool = False,
-               loader: Callable[..., DenoiserLike] = load_denoiser) -> dict:
+               loader: Callable[..., DenoiserLike] | None = None) -> dict:
     """Fuse a GeoTIFF MS/PAN pair into a COG at ``out_path`` on the PAN grid; return the run report.
 
     Memory is bounded by one row of tiles (strip × scene width), whatever the scene height. ``loader`` opens
-    the model (``load_denoiser``'s signature): a batch worker passes a cache so it loads each model once.
+    the model (``load_denoiser``, the default, or one with its signature): a batch worker passes a cache, so it
+    loads each model once.
     """
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -237,7 +238,7 @@ def fuse_scene(ms_path: str | os.PathLike, pan_path: str | os.PathLike, out_path
     if config.model is None and not Path(model_path).exists():
         raise ModelError(f"no bundled model for {pair.ms_count}-band MS with a {pair.pan_count}-band guide; "
                          "pass --model", model_path)
-    denoiser = loader(model_path, config.backend, config.device, config.threads)
+    denoiser = (loader or load_denoiser)(model_path, config.backend, config.device, config.threads)
     _check_against_model(pair, denoiser, model_path)
     spec, options = denoiser.spec, config.fuse
     try:
