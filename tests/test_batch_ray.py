@@ -17,9 +17,9 @@ from ddrf_runtime.batch import plan_batch
 from ddrf_runtime.batch_cli import main as batch_main
 from ddrf_runtime.batch_engine import BatchConfig, Engine, run_batch
 from ddrf_runtime.cli import main as run_main
+from ddrf_runtime.pipeline import FuseOptions
 from ddrf_runtime.raster_io import TEMP_NAME
 from ddrf_runtime.scene import SceneConfig
-from ddrf_runtime.pipeline import FuseOptions
 from ddrf_runtime.session import Device
 
 from .scenes import demo_scenes, digest
