@@ -343,10 +343,16 @@ def run_batch(plan: Plan, config: BatchConfig, report_path: str | os.PathLike, p
         report.write("start", engine=engine.kind.value, workers=engine.workers, threads_per_worker=engine.threads,
                      startup_s=round(engine.startup_s, 3), address=config.address, scenes=len(plan.jobs),
                      to_fuse=len(todo), invalid=len(plan.invalid))
+        reported: set[str] = set()  # outputs with a row of this run
         try:
-            _drain(engine, todo, report, counts, progress)
+            _drain(engine, todo, report, counts, progress, reported)
         finally:
             engine.close()
+            for job in todo:  # finished as Ctrl-C stopped the workers, before their row came back
+                if job.output not in reported and Path(job.output).exists():
+                    report.write("scene", scene=job.ms, pan=job.pan, output=job.output, worker=None, status="done",
+                                 seconds=None, error=None, note="finished as the run stopped")
+                    counts["done"] += 1
         outcome = "complete"
     except KeyboardInterrupt:
         outcome = "interrupted"
@@ -357,13 +363,16 @@ def run_batch(plan: Plan, config: BatchConfig, report_path: str | os.PathLike, p
     return BatchSummary(dict(counts), engine.kind.value, engine.workers, engine.startup_s, time.perf_counter() - t)
 
 
-def _drain(engine: BatchEngine, todo: list[Job], report: RunReport, counts: Counter, progress: bool) -> None:
-    """Write each row as it arrives; a progress bar over scenes with the throughput in scenes per hour."""
+def _drain(engine: BatchEngine, todo: list[Job], report: RunReport, counts: Counter, progress: bool,
+           reported: set[str]) -> None:
+    """Write each row as it arrives (adding its output to ``reported``); a progress bar over scenes with the
+    throughput in scenes per hour."""
     t = time.perf_counter()
     with tqdm(total=len(todo), unit="scene", disable=not (progress and todo),
               desc=f"fusing ({engine.workers} worker{'s' if engine.workers > 1 else ''})") as bar:
         for row in engine.run(todo):
             report.write("scene", **row)
+            reported.add(row["output"])
             counts[row["status"]] += 1
             if row["status"] == "failed":
                 _say_failed(row["scene"], row["error"])
