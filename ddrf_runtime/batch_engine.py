@@ -197,7 +197,8 @@ class RayEngine:
                     continue
                 row = {"scene": job.ms, "pan": job.pan, "output": job.output, "worker": None, "attempt": attempt,
                        "status": "failed", "seconds": None,
-                       "error": f"{attempt} workers died while fusing it (last: {type(e).__name__})"}
+                       "error": f"its worker died on each of {attempt} attempts (last: {type(e).__name__}); "
+                                f"the scene may crash or exhaust the worker"}
             yield row
 
     def _worker_ready(self, ref) -> None:
