@@ -197,8 +197,8 @@ class RayEngine:
                     continue
                 row = {"scene": job.ms, "pan": job.pan, "output": job.output, "worker": None, "attempt": attempt,
                        "status": "failed", "seconds": None,
-                       "error": f"its worker died on each of {attempt} attempts (last: {type(e).__name__}); "
-                                f"the scene may crash or exhaust the worker"}
+                       "error": f"workers died while fusing it, on all {attempt} attempt(s) (last: "
+                                f"{type(e).__name__}); the scene may crash or exhaust them"}
             yield row
 
     def _worker_ready(self, ref) -> None:
