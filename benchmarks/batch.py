@@ -111,7 +111,8 @@ def scaling(folder: Path, model: Path, workers: int, out: Path) -> dict[str, Any
               "scene_cpu_s_median": round(statistics.median(r["cpu_s"] for r in scenes), 2),
               "model_loads": len(loads), "model_load_s_median": round(statistics.median(loads), 3) if loads else None,
               "distinct_workers": len({r["worker"] for r in scenes})}
-    say(NAME, f"{workers} worker(s): {result['scenes_per_hour']:.0f} scenes/h fusing, start-up {summary.startup_s:.1f} s")
+    say(NAME, f"{workers} worker(s): {result['scenes_per_hour']:.0f} scenes/h fusing, "
+              f"start-up {summary.startup_s:.1f} s")
     return result
 
 

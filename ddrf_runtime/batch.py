@@ -135,9 +135,10 @@ def _manifest_rows(f: IO[str], path: Path) -> Iterator[tuple[int, dict | str]]:
 class RunReport:
     """The JSON-lines run report, appended one row per event as it happens (a crash keeps what was done).
 
-    The open report is locked (flock) for the run: one batch at a time per report. Rows: ``start`` (engine, workers, start-up seconds), one ``scene`` row per scene (scene, status, worker,
-    seconds, error, ...), ``end`` (counts, wall time, whether interrupted). Each row carries the run's id, so
-    the reports of a batch and its resumptions can share one file.
+    The open report is locked (flock) for the run: one batch at a time per report. Rows: ``start`` (engine,
+    workers, start-up seconds), one ``scene`` row per scene (scene, status, worker, seconds, error, ...), ``end``
+    (counts, wall time, outcome). Each row carries the run's id, so the reports of a batch and its resumptions
+    can share one file.
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
