@@ -1,6 +1,6 @@
 """What a batch fuses: SCENE arguments (MS files, folders, manifests) → one job per output, and its run report.
 
-No fusion and no engine here: planning only looks at names (and finds each MS file's PAN the way ``ddrf-run``
+No fusion and no engine here: planning looks at names only (and finds each MS file's PAN the way ``ddrf-run``
 does), so a plan is cheap, deterministic, and the same whichever engine runs it. A scene that cannot become a
 job (no PAN, a bad manifest row, an output another scene already writes) is an ``invalid`` entry with its
 reason; the run reports it as a failed row instead of failing the batch.
@@ -39,13 +39,13 @@ class Job:
         return cls(*(os.path.abspath(p) for p in (ms, pan, output)))
 
 
+Invalid = tuple[str, str]  # (scene, one-line reason it cannot be fused)
+
+
 @dataclass(frozen=True)
 class Plan:
     jobs: tuple[Job, ...]  # in argument order, each output once
-    invalid: tuple[tuple[str, str], ...]  # (scene, one-line reason) for what cannot be fused at all
-
-
-Invalid = tuple[str, str]  # (scene, one-line reason it cannot be fused)
+    invalid: tuple[Invalid, ...]  # what cannot be fused at all, with the reason
 
 
 def plan_batch(scenes: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> Plan:
@@ -136,9 +136,10 @@ def _manifest_rows(f: IO[str], path: Path) -> Iterator[tuple[int, dict | str]]:
 class RunReport:
     """The JSON-lines run report, appended one row per event as it happens (a crash keeps what was done).
 
-    The open report is locked (flock) for the run: one batch at a time per report. Rows: ``start`` (engine, workers, start-up seconds), one ``scene`` row per scene (scene, status, worker,
-    seconds, error, ...), ``end`` (counts, wall time, whether interrupted). Each row carries the run's id, so
-    the reports of a batch and its resumptions can share one file.
+    The open report is locked (flock) for the run: one batch at a time per report. Rows: ``start`` (engine,
+    workers, start-up seconds), one ``scene`` row per scene (scene, status, worker, seconds, error, ...), ``end``
+    (counts, wall time, outcome). Each row carries the run's id, so the reports of a batch and its resumptions
+    can share one file.
     """
 
     def __init__(self, path: str | os.PathLike) -> None:

@@ -66,9 +66,9 @@ class SceneWorker:
             import numba
             numba.set_num_threads(min(config.threads, numba.config.NUMBA_NUM_THREADS))
 
-    def pid(self) -> int:
-        """The worker's process id (an answer also means: started and ready)."""
-        return os.getpid()
+    def identity(self) -> str:
+        """``host:pid`` of the worker process (an answer also means: started and ready)."""
+        return self.name
 
     def _load(self, path: str, backend: Backend, device: Device, threads: int | None) -> DenoiserLike:
         key = (path, Backend(backend), Device(device), threads)
@@ -160,8 +160,9 @@ class RayEngine:
             actor = ray.remote(SceneWorker).options(max_restarts=-1, max_task_retries=0, **resources)
             self._actors = [actor.remote(scene) for _ in range(self.workers)]
             self._idle: deque[int] = deque()
-            self._starting = {a.pid.remote(): i for i, a in enumerate(self._actors)}  # answer → ready
+            self._starting = {a.identity.remote(): i for i, a in enumerate(self._actors)}  # answer → ready
             self._busy: dict = {}  # ObjectRef → (actor index, job, attempt)
+            self._names: dict[int, str] = {}  # actor index → host:pid of its current process
             ready, _ = ray.wait(list(self._starting), num_returns=1, timeout=START_TIMEOUT_S)
             if not ready:
                 raise DeviceError(f"no Ray worker could be placed in {START_TIMEOUT_S:.0f} s (each needs "
@@ -189,7 +190,8 @@ class RayEngine:
                 row = ray.get(ref)
                 self._idle.append(i)
             except ray.exceptions.RayActorError as e:  # the worker died mid-scene: Ray restarts it
-                self._starting[self._actors[i].pid.remote()] = i
+                self._starting[self._actors[i].identity.remote()] = i
+                _wait_gone(self._names.get(i))
                 remove_temps([job.output])  # the dead writer's; the output itself was never touched
                 if attempt < self._config.max_attempts:
                     log.warning("worker died while fusing %s (%s); retrying it", job.ms, type(e).__name__)
@@ -197,32 +199,53 @@ class RayEngine:
                     continue
                 row = {"scene": job.ms, "pan": job.pan, "output": job.output, "worker": None, "attempt": attempt,
                        "status": "failed", "seconds": None,
-                       "error": f"{attempt} workers died while fusing it (last: {type(e).__name__})"}
+                       "error": f"workers died while fusing it, on all {attempt} attempt(s) (last: "
+                                f"{type(e).__name__}); the scene may crash or exhaust them"}
             yield row
 
     def _worker_ready(self, ref) -> None:
         i = self._starting.pop(ref)
         try:
-            self._ray.get(ref)
+            self._names[i] = self._ray.get(ref)
         except self._ray.exceptions.RayActorError:  # died again while (re)starting: ask again
-            self._starting[self._actors[i].pid.remote()] = i
+            self._starting[self._actors[i].identity.remote()] = i
             return
         self._idle.append(i)
 
     def close(self) -> None:
         """Kill the workers (a Ctrl-C leaves some mid-scene), then remove the temporary files they left."""
-        cut_short = [job.output for _, job, _ in self._busy.values()]
+        cut_short = [(i, job.output) for i, job, _ in self._busy.values()]
         self._kill_workers()
-        if self._busy:
+        if self._busy:  # their tasks fail once Ray marks the workers dead, which can precede the processes' end
             self._ray.wait(list(self._busy), num_returns=len(self._busy), timeout=KILL_WAIT_S)
             self._busy.clear()
-        remove_temps(cut_short)
+        for i, _ in cut_short:
+            _wait_gone(self._names.get(i))
+        remove_temps(out for _, out in cut_short)  # a worker on another node may still leave one: the next run's
         if self._owns_connection:
             self._ray.shutdown()
 
     def _kill_workers(self) -> None:
         for actor in getattr(self, "_actors", ()):
             self._ray.kill(actor, no_restart=True)
+
+
+def _wait_gone(worker: str | None) -> None:
+    """Wait (at most KILL_WAIT_S) until the worker process ``host:pid`` has ended, if it ran on this machine.
+
+    Only then can nothing write its temporary files any more. A zombie has ended.
+    """
+    host, _, pid = (worker or "").rpartition(":")
+    if host != socket.gethostname():
+        return
+    deadline = time.monotonic() + KILL_WAIT_S
+    while time.monotonic() < deadline:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return
+        except (OSError, IndexError):  # no such process (or no /proc: assume it has ended)
+            return
+        time.sleep(0.01)
 
 
 def ray_available() -> bool:
@@ -343,10 +366,16 @@ def run_batch(plan: Plan, config: BatchConfig, report_path: str | os.PathLike, p
         report.write("start", engine=engine.kind.value, workers=engine.workers, threads_per_worker=engine.threads,
                      startup_s=round(engine.startup_s, 3), address=config.address, scenes=len(plan.jobs),
                      to_fuse=len(todo), invalid=len(plan.invalid))
+        reported: set[str] = set()  # outputs with a row of this run
         try:
-            _drain(engine, todo, report, counts, progress)
+            _drain(engine, todo, report, counts, progress, reported)
         finally:
             engine.close()
+            for job in todo:  # finished as Ctrl-C stopped the workers, before their row came back
+                if job.output not in reported and Path(job.output).exists():
+                    report.write("scene", scene=job.ms, pan=job.pan, output=job.output, worker=None, status="done",
+                                 seconds=None, error=None, note="finished as the run stopped")
+                    counts["done"] += 1
         outcome = "complete"
     except KeyboardInterrupt:
         outcome = "interrupted"
@@ -357,13 +386,16 @@ def run_batch(plan: Plan, config: BatchConfig, report_path: str | os.PathLike, p
     return BatchSummary(dict(counts), engine.kind.value, engine.workers, engine.startup_s, time.perf_counter() - t)
 
 
-def _drain(engine: BatchEngine, todo: list[Job], report: RunReport, counts: Counter, progress: bool) -> None:
-    """Write each row as it arrives; a progress bar over scenes with the throughput in scenes per hour."""
+def _drain(engine: BatchEngine, todo: list[Job], report: RunReport, counts: Counter, progress: bool,
+           reported: set[str]) -> None:
+    """Write each row as it arrives (adding its output to ``reported``); a progress bar over scenes with the
+    throughput in scenes per hour."""
     t = time.perf_counter()
     with tqdm(total=len(todo), unit="scene", disable=not (progress and todo),
               desc=f"fusing ({engine.workers} worker{'s' if engine.workers > 1 else ''})") as bar:
         for row in engine.run(todo):
             report.write("scene", **row)
+            reported.add(row["output"])
             counts[row["status"]] += 1
             if row["status"] == "failed":
                 _say_failed(row["scene"], row["error"])

@@ -12,9 +12,9 @@ from ddrf_runtime.batch_cli import main as batch_main
 from ddrf_runtime.batch_engine import BatchConfig, Engine, choose_engine, remove_temps, worker_placement
 from ddrf_runtime.cli import main as run_main
 from ddrf_runtime.errors import DeviceError, InputError, OutputError
+from ddrf_runtime.raster_io import TEMP_NAME
 from ddrf_runtime.scene import SceneConfig
 from ddrf_runtime.session import Device
-from ddrf_runtime.raster_io import TEMP_NAME
 
 from .scenes import FAST_ARGS, demo_scenes, digest
 from .test_runtime_torch_free import _import_with_blocked
