@@ -7,6 +7,7 @@ exports (with fp32 or fp16 I/O) run through the same code.
 from __future__ import annotations
 
 import enum
+import functools
 import importlib.metadata
 import logging
 import os
@@ -60,11 +61,26 @@ def _check_runtime_install() -> None:
                     "onnxruntime-gpu, then pip install 'ddrf[cpu]' or 'ddrf[gpu]'", " and ".join(installed))
 
 
+@functools.cache
+def _preload_cuda_libraries() -> None:
+    """Load CUDA and cuDNN from the NVIDIA wheels of the [gpu] extra (or PyTorch's) before the CUDA provider
+    needs them: without it the provider only searches the system's library paths. Best effort: a failure
+    here shows as the CUDA provider not loading, which ``Denoiser`` reports."""
+    preload = getattr(ort, "preload_dlls", None)  # onnxruntime-gpu >= 1.21
+    if preload is None:
+        return
+    try:
+        preload()
+    except Exception as e:  # noqa: BLE001 - any failure leaves the system paths to the provider
+        log.debug("onnxruntime.preload_dlls failed: %s", e)
+
+
 def _requested_providers(device: Device) -> list[str]:
     if device is Device.CPU:
         return [CPU_EP]
     available = ort.get_available_providers()
     if CUDA_EP in available:
+        _preload_cuda_libraries()
         return [CUDA_EP, CPU_EP]
     if device is Device.CUDA:
         raise DeviceError(f"device 'cuda' requested, but this ONNX Runtime ({ort.__version__}) has no CUDA "
