@@ -257,8 +257,11 @@ class Bench:
             except Exception as e:  # recorded; the variant is not timed
                 self.failures[f"{r.runtime} {r.precision}"] = f"{type(e).__name__}: {e}"
         reference = x0 if x0 is not None else outputs[("torch", "fp32")]  # smoke: crops are not the anchor
-        kept = [r for r in self.runners if not r.anchor]  # checked against torch fp32 at each timed row instead
+        kept = []
         for r in self.runners:
+            if not r.anchor:  # checked against torch fp32 at each timed row instead
+                kept.append(r)
+                continue
             if (r.runtime, r.precision) not in outputs:
                 continue
             diff = image_difference(self.spec, outputs[(r.runtime, r.precision)], reference)
@@ -413,10 +416,19 @@ def to_markdown(r: dict) -> str:
     variants = sorted({(c["runtime"], c["precision"]) for c in r["calls"]})
     configs = sorted({(c["batch"], c["tile"]) for c in r["calls"]})
 
-    def ms(c: dict) -> str:
+    def ms(c: dict | None) -> str:
+        if c is None:
+            return "—"  # not run at this size
         return f"{1e3 * c['median_s']:.2f}" if c.get("median_s") else c.get("skipped") or c.get("error", "—")[:40]
     lines += markdown_table(["batch", "tile", *(f"{rt} {p}" for rt, p in variants)],
-                            ((b, t, *(ms(cells[(b, t, rt, p)]) for rt, p in variants)) for b, t in configs))
+                            ((b, t, *(ms(cells.get((b, t, rt, p))) for rt, p in variants)) for b, t in configs))
+    worst = {}
+    for c in r["calls"]:
+        if "max_abs_diff_vs_torch_fp32" in c:
+            key = f"{c['runtime']} {c['precision']}"
+            worst[key] = max(worst.get(key, 0.0), c["max_abs_diff_vs_torch_fp32"])
+    lines += ["", "Largest |Δ| of a timed row's output against torch eager fp32 on the same device and inputs: "
+              + ", ".join(f"{k} {v:.1e}" for k, v in worst.items())]
     lines += ["", "## Issue 13 targets (speed-up = reference time / ONNX Runtime time)", ""]
     lines += markdown_table(["target", "ONNX Runtime row", "reference row", "speed-up", "needed", "met"],
                             target_rows(r["calls"]))

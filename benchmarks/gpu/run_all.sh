@@ -12,13 +12,15 @@
 # --cpu-smoke runs every section on the CPU at tiny sizes with what is installed (no wheels): a test of this
 # script on a CPU machine. Environment: OUT (required), STASH (default /root/stash: site.tar.xz.partNN and
 # site.tar.xz.sha256, from benchmarks/gpu/pack_wheels.sh), DDRF_GPU_INPUTS (default benchmarks/gpu/inputs, made by
-# `python -m benchmarks.gpu.prepare` here), TIME_LIMIT_S (default 480), PYTHON (default python3).
+# `python -m benchmarks.gpu.prepare` here), TIME_LIMIT_S (default 480), SHARE_SCALE (default 1: multiplies every
+# section's time share and budget; a smoke test on a loaded CPU machine needs ~4), PYTHON (default python3).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 : "${OUT:?set OUT to the results folder}"
 STASH=${STASH:-/root/stash}
 INPUTS=${DDRF_GPU_INPUTS:-benchmarks/gpu/inputs}
 TIME_LIMIT_S=${TIME_LIMIT_S:-480}
+SCALE=${SHARE_SCALE:-1}
 PY=${PYTHON:-python3}
 SMOKE=()
 [[ "${1:-}" == "--cpu-smoke" ]] && SMOKE=(--cpu-smoke)
@@ -38,6 +40,11 @@ if [[ ${#SMOKE[@]} -eq 0 ]]; then
 else
     export PYTHONPATH=$PWD
 fi
+# The sections read a copy of the inputs, where the tensors are made: benchmarks/gpu/inputs keeps only the exports
+# (it must stay small enough to be carried beside the checkout).
+WORK_INPUTS=$(mktemp -d /tmp/ddrf-gpu-inputs.XXXXXX)
+cp "$INPUTS"/model*.onnx "$INPUTS"/meta.json "$WORK_INPUTS"/ || { echo "run_all: no exports in $INPUTS"; exit 2; }
+[[ -f "$INPUTS/model.pt" ]] && cp "$INPUTS/model.pt" "$WORK_INPUTS"/
 echo "run_all: installed in ${SECONDS} s; $(date -u +%FT%TZ); commit $(git describe --always --dirty 2>/dev/null)"
 "$PY" - <<'EOF'
 import torch, onnxruntime as ort
@@ -59,10 +66,15 @@ section() {
     echo "run_all: $name exit status $rc after ${SECONDS} s"
     ((rc == 0)) || status=1
 }
-# Shares of the default 480 s (gpu.md: compiles 38-55 s each; the 16-MP runs ~5-25 s each plus imports).
-section tensors 60 "$PY" -m benchmarks.gpu.prepare --tensors-only --out "$INPUTS"
-section placement 60 "$PY" -m benchmarks.gpu.placement --inputs "$INPUTS" --out "$OUT" "${SMOKE[@]}"
-section latency 220 "$PY" -m benchmarks.gpu.latency --inputs "$INPUTS" --out "$OUT" --budget-s 200 "${SMOKE[@]}"
-section e2e 170 "$PY" -m benchmarks.gpu.e2e --inputs "$INPUTS" --out "$OUT" --budget-s 150 "${SMOKE[@]}"
+# Shares of the default 480 s: the set-up sections' time is capped, latency gets what is left beside e2e's share
+# (gpu.md: each torch.compile 38-55 s; the 16-MP ddrf-run runs ~5-25 s each plus the process start).
+section tensors $((60 * SCALE)) "$PY" -m benchmarks.gpu.prepare --tensors-only --out "$WORK_INPUTS"
+section placement $((60 * SCALE)) "$PY" -m benchmarks.gpu.placement --inputs "$WORK_INPUTS" --out "$OUT" "${SMOKE[@]}"
+e2e_share=$((170 * SCALE))
+latency_share=$((deadline - SECONDS - 10 - e2e_share))
+section latency "$latency_share" "$PY" -m benchmarks.gpu.latency --inputs "$WORK_INPUTS" --out "$OUT" \
+    --budget-s $((latency_share - 20 * SCALE)) "${SMOKE[@]}"
+section e2e "$e2e_share" "$PY" -m benchmarks.gpu.e2e --inputs "$WORK_INPUTS" --out "$OUT" \
+    --budget-s $((e2e_share - 20 * SCALE)) "${SMOKE[@]}"
 echo "run_all: done in ${SECONDS} s, status $status; files: $(ls "$OUT" | tr '\n' ' ')"
 exit "$status"
