@@ -19,7 +19,7 @@ import json
 import sys
 import tempfile
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -58,13 +58,13 @@ class NodeRun:
         return self.op_type.startswith("Memcpy")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Placement:
     """What one profiled session ran where."""
 
     model: str  # "fp32" | "fp16"
     level: str  # one of LEVELS
-    nodes: list[NodeRun] = field(default_factory=list)
+    nodes: list[NodeRun]  # in first-run order
 
     def providers(self) -> Counter:
         return Counter(n.provider for n in self.nodes)
