@@ -110,13 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model-pt", type=Path, help="checkpoint (default: the bundled models/ddrf_4band.pt)")
     ap.add_argument("--out", type=Path, default=INPUTS_DIR)
     ap.add_argument("--tensors-only", action="store_true", help="on the GPU box: the tensors for existing exports")
-    ap.add_argument("--with-tensors", action="store_true", help="here: the tensors too (for a CPU smoke run)")
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
-    if not args.tensors_only:
+    if not args.tensors_only:  # here; the tensors are made on the box, in run_all.sh's copy of the folder
         meta = prepare_models(args.out, args.model_pt)
         size = sum(f.stat().st_size for f in args.out.iterdir()) / 2**20
         say(NAME, f"exported {meta['source']} (step {meta['checkpoint_step']}) to {args.out}: {size:.1f} MiB")
-    if args.tensors_only or args.with_tensors:
+    else:
         meta = prepare_tensors(args.out)
         say(NAME, f"tensors for {meta['tiles']} tiles of {meta['tile']}² in {args.out}")
     return 0
