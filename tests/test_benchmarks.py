@@ -115,3 +115,56 @@ def test_pipeline_benchmark_stub_run_fuses_the_padded_scene(tmp_path) -> None:
     run = run_scene(REPO, scene, BUNDLED.with_suffix(".onnx"), True, {"prepare_threads": 2}, None)
     assert run["size"] == [512, 512] and run["providers"] == ["stub (x0 = 0)"]
     assert run["timings_s"]["total"] > 0 and run["timings_s"]["cog"] > 0
+
+
+def _profiled_graph(path) -> None:
+    """Conv → Shape → Reshape back: one float node, one integer (shape) node, one float node."""
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("Shape", ["y"], ["s"], name="shape"),
+             helper.make_node("Reshape", ["y", "s"], ["z"], name="reshape")]
+    graph = helper.make_graph(nodes, "placed", [helper.make_tensor_value_info("x", TensorProto.FLOAT, (1, 3, 8, 8))],
+                              [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def test_placement_profile_of_a_cpu_session_names_every_node_once(tmp_path):
+    """The smoke path of benchmarks.gpu.placement: a CPU session's profile parsed into nodes, providers and the
+    shape-arithmetic split (the Shape node's int64 output), at the level that keeps every node."""
+    from benchmarks.gpu.placement import profile
+
+    _profiled_graph(tmp_path / "m.onnx")
+    feeds = {"x": np.ones((1, 3, 8, 8), np.float32)}
+    placed = profile(tmp_path / "m.onnx", "disabled", ["CPUExecutionProvider"], feeds, runs=3)
+    assert [(n.name, n.op_type, n.provider) for n in placed.nodes] == [
+        ("conv", "Conv", "CPUExecutionProvider"), ("shape", "Shape", "CPUExecutionProvider"),
+        ("reshape", "Reshape", "CPUExecutionProvider")]
+    assert [n.shape_arithmetic for n in placed.nodes] == [False, True, False]
+    assert placed.op_types("CPUExecutionProvider", shape=False) == {"Conv", "Reshape"}
+    assert placed.memcpy_nodes() == 0 and placed.op_types("CUDAExecutionProvider") == set()
+
+
+def test_placement_json_from_cuda_events_keeps_the_cuda_ops_schema():
+    """Synthetic CUDA-session events (what a GPU profile holds): CPU tensor work and fused types land in 'cpu',
+    integer-only CPU nodes and Memcpy do not, and the result has export/cuda_ops.json's keys."""
+    import json as _json
+    from pathlib import Path
+
+    from benchmarks.gpu.placement import Placement, parse_profile, placement_json
+
+    def event(node, op, provider, dtype):
+        return {"cat": "Node", "name": f"{node}_kernel_time", "args": {
+            "op_name": op, "provider": provider, "output_type_shape": [{dtype: [1, 4]}]}}
+    cuda, cpu = "CUDAExecutionProvider", "CPUExecutionProvider"
+    raw = [event("c", "Conv", cuda, "float"), event("n", "InstanceNormalization", cpu, "float"),
+           event("m1", "MemcpyToHost", cuda, "float"), event("g", "Gather", cpu, "int64"),
+           {"cat": "Node", "name": "c_fence_before", "args": {}}, event("c", "Conv", cuda, "float")]
+    fused = [event("q", "QuickGelu", cpu, "float16"), event("c", "Conv", cuda, "float16")]
+    placements = [Placement("fp32", "disabled", parse_profile(raw)), Placement("fp16", "all", parse_profile(fused))]
+    assert [n.name for n in placements[0].nodes] == ["c", "n", "m1", "g"] and placements[0].memcpy_nodes() == 1
+    result = placement_json(placements, {"Conv", "InstanceNormalization", "Gather", "Sqrt"}, "test")
+    schema = _json.loads((Path(__file__).resolve().parents[1] / "export" / "cuda_ops.json").read_text())
+    assert set(result) == set(schema)
+    assert result["cuda"] == ["Conv"]  # the fused level's types never count as raw CUDA types
+    assert result["cpu"] == ["InstanceNormalization", "QuickGelu"]
+    assert {"Gather", "Sqrt"} <= set(result["cuda_expected"]) and "Conv" not in result["cuda_expected"]

@@ -1,47 +1,80 @@
 #!/usr/bin/env bash
-# The GPU benchmark in one call: install onnxruntime-gpu from carried wheel parts, then run
-# benchmarks.gpu.latency (torch eager fp32/fp16 vs ONNX Runtime CUDA fp32/fp16 with IO binding), results in $OUT.
+# The GPU benchmark in one device call (benchmarks/gpu/README.md has the whole sequence of tool calls):
+# install the carried wheels (onnxruntime-gpu, rasterio) from the parts in $STASH onto PYTHONPATH, make the
+# network inputs, then, each section under its own `timeout` inside TIME_LIMIT_S:
+#   placement  benchmarks.gpu.placement  -> placement.json (replaces export/cuda_ops.json), placement.md
+#   latency    benchmarks.gpu.latency    -> gpu_latency.json, gpu_latency.md (per call; targets' ratios)
+#   e2e        benchmarks.gpu.e2e        -> e2e.json, e2e.md (ddrf-run on the 16-MP scene; targets' ratios)
+# plus log.txt (environment and every section's output): 7 files in $OUT, of the 8 a call returns.
 #
-#   OUT=/some/dir bash benchmarks/gpu/run_all.sh [--cpu-smoke] [extra benchmarks.gpu.latency options]
+#   OUT=/some/dir bash benchmarks/gpu/run_all.sh [--cpu-smoke]
 #
-# Before the device session, on the CPU machine:
-#   python -m benchmarks.gpu.prepare                    # -> benchmarks/gpu/inputs/ (~55 MB, gitignored: carry it)
-#   pip download --no-deps --only-binary=:all: --python-version 3.12 onnxruntime-gpu==1.31.1 -d wheels/
-#   (cd wheels && sha256sum onnxruntime_gpu-*.whl > ort.sha256 && split -b 50M onnxruntime_gpu-*.whl ort.part-)
-# On the device: carry one wheels/ort.part-* per call and move it to $ORT_PARTS (default /root/ort) along with
-# ort.sha256; this script joins and checks them. Without parts it runs with the onnxruntime already installed
-# (a CPU-only build there: the ONNX Runtime rows then report that CUDA is unavailable).
-# Environment: OUT (required), ORT_PARTS, DDRF_GPU_INPUTS (default benchmarks/gpu/inputs), TIME_LIMIT_S (480),
-# PYTHON (default python3; ignored once the onnxruntime-gpu venv is made).
-set -euo pipefail
+# --cpu-smoke runs every section on the CPU at tiny sizes with what is installed (no wheels): a test of this
+# script on a CPU machine. Environment: OUT (required), STASH (default /root/stash: site.tar.xz.partNN and
+# site.tar.xz.sha256, from benchmarks/gpu/pack_wheels.sh), DDRF_GPU_INPUTS (default benchmarks/gpu/inputs, made by
+# `python -m benchmarks.gpu.prepare` here), TIME_LIMIT_S (default 480), SHARE_SCALE (default 1: multiplies every
+# section's time share and budget; a smoke test on a loaded CPU machine needs ~4), PYTHON (default python3).
+set -uo pipefail
 cd "$(dirname "$0")/../.."
 : "${OUT:?set OUT to the results folder}"
-ORT_PARTS=${ORT_PARTS:-/root/ort}
+STASH=${STASH:-/root/stash}
 INPUTS=${DDRF_GPU_INPUTS:-benchmarks/gpu/inputs}
 TIME_LIMIT_S=${TIME_LIMIT_S:-480}
+SCALE=${SHARE_SCALE:-1}
 PY=${PYTHON:-python3}
+SMOKE=()
+[[ "${1:-}" == "--cpu-smoke" ]] && SMOKE=(--cpu-smoke)
+deadline=$((SECONDS + TIME_LIMIT_S))
 mkdir -p "$OUT"
+exec > >(tee -a "$OUT/log.txt") 2>&1
+export PYTHONUNBUFFERED=1
 
-if [[ "${1:-}" != "--cpu-smoke" ]] && compgen -G "$ORT_PARTS/ort.part-*" > /dev/null; then
-    wheel_name=$(awk '{print $2}' "$ORT_PARTS/ort.sha256")
-    cat "$ORT_PARTS"/ort.part-* > "$ORT_PARTS/$wheel_name"
-    (cd "$ORT_PARTS" && sha256sum -c ort.sha256)
-    if [[ ! -x /root/ortenv/bin/python ]]; then
-        python3 -m venv --system-site-packages /root/ortenv
-        /root/ortenv/bin/pip install -q --no-deps --no-index "$ORT_PARTS/$wheel_name"
+if [[ ${#SMOKE[@]} -eq 0 ]]; then
+    if ! compgen -G "$STASH/site.tar.xz.part*" > /dev/null; then
+        echo "run_all: no wheel parts in $STASH (transfer .gpu/pK first, or pass --cpu-smoke)"; exit 2
     fi
-    PY=/root/ortenv/bin/python
+    cat "$STASH"/site.tar.xz.part* > /tmp/site.tar.xz
+    (cd /tmp && sha256sum -c "$STASH/site.tar.xz.sha256") || { echo "run_all: wheel parts corrupt or missing"; exit 2; }
+    mkdir -p /tmp/site && xz -dc /tmp/site.tar.xz | tar -x -C /tmp/site && rm /tmp/site.tar.xz
+    export PYTHONPATH=/tmp/site:$PWD  # no venv: the box's python is itself a venv (gpu.md)
+else
+    export PYTHONPATH=$PWD
 fi
-
-"$PY" - <<'EOF' | tee "$OUT/environment.txt"
+# The sections read a copy of the inputs, where the tensors are made: benchmarks/gpu/inputs keeps only the exports
+# (it must stay small enough to be carried beside the checkout).
+WORK_INPUTS=$(mktemp -d /tmp/ddrf-gpu-inputs.XXXXXX)
+cp "$INPUTS"/model*.onnx "$INPUTS"/meta.json "$WORK_INPUTS"/ || { echo "run_all: no exports in $INPUTS"; exit 2; }
+[[ -f "$INPUTS/model.pt" ]] && cp "$INPUTS/model.pt" "$WORK_INPUTS"/
+echo "run_all: installed in ${SECONDS} s; $(date -u +%FT%TZ); commit $(git describe --always --dirty 2>/dev/null)"
+"$PY" - <<'EOF'
 import torch, onnxruntime as ort
 print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())
-print("onnxruntime", ort.__version__, ort.get_available_providers())
+print("onnxruntime", ort.__version__, "from", ort.__file__, ort.get_available_providers())
 EOF
-nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv >> "$OUT/environment.txt" 2>&1 || true
+nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driver_version --format=csv 2>&1 || true
 
 status=0
-timeout "$TIME_LIMIT_S" "$PY" -m benchmarks.gpu.latency --inputs "$INPUTS" --out "$OUT" "$@" \
-    2> >(tee "$OUT/stderr.txt" >&2) || status=$?
-echo "benchmarks.gpu.latency exit status $status" | tee -a "$OUT/environment.txt"
+# section NAME SECONDS CMD...: run CMD under `timeout` for SECONDS, or what is left of TIME_LIMIT_S if less.
+section() {
+    local name=$1 share=$2; shift 2
+    local left=$((deadline - SECONDS - 5))
+    local limit=$((share < left ? share : left))
+    if ((limit < 10)); then echo "run_all: $name skipped (time limit)"; status=1; return; fi
+    echo "run_all: $name (limit ${limit} s, ${SECONDS} s in)"
+    timeout -k 5 "$limit" "$@"
+    local rc=$?
+    echo "run_all: $name exit status $rc after ${SECONDS} s"
+    ((rc == 0)) || status=1
+}
+# Shares of the default 480 s: the set-up sections' time is capped, latency gets what is left beside e2e's share
+# (gpu.md: each torch.compile 38-55 s; the 16-MP ddrf-run runs ~5-25 s each plus the process start).
+section tensors $((60 * SCALE)) "$PY" -m benchmarks.gpu.prepare --tensors-only --out "$WORK_INPUTS"
+section placement $((60 * SCALE)) "$PY" -m benchmarks.gpu.placement --inputs "$WORK_INPUTS" --out "$OUT" "${SMOKE[@]}"
+e2e_share=$((170 * SCALE))
+latency_share=$((deadline - SECONDS - 10 - e2e_share))
+section latency "$latency_share" "$PY" -m benchmarks.gpu.latency --inputs "$WORK_INPUTS" --out "$OUT" \
+    --budget-s $((latency_share - 20 * SCALE)) "${SMOKE[@]}"
+section e2e "$e2e_share" "$PY" -m benchmarks.gpu.e2e --inputs "$WORK_INPUTS" --out "$OUT" \
+    --budget-s $((e2e_share - 20 * SCALE)) "${SMOKE[@]}"
+echo "run_all: done in ${SECONDS} s, status $status; files: $(ls "$OUT" | tr '\n' ' ')"
 exit "$status"
