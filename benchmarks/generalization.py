@@ -165,6 +165,8 @@ def run_fold(fold: str, variants: list[Variant], threads: int) -> dict:
         say(NAME, f"{fold}/{v.name}: training on {len(train_pairs)} pairs, {cfg.train.iterations} steps")
         last = train_variant(cfg, train_pairs, [])
         step = read_checkpoint(last)[0]["step"]
+        if step < cfg.train.iterations:  # SIGINT/SIGTERM: never score or move on with a half-trained model
+            raise SystemExit(f"{fold}/{v.name} stopped at step {step} of {cfg.train.iterations}; rerun to resume")
         row = "DDRF" if v.name == "base" else f"DDRF+{v.name}"
         fusers[row] = model_fuser(TorchDenoiser(last, "cpu", threads))
         runs[row] = {"config": str(CONFIG_DIR / f"{fold}.toml"), "change": v.change, "step": step,
