@@ -1,6 +1,6 @@
 """Leave-one-sensor-out: train without one sensor's pixels, score on that sensor against every classical method.
 
-    python -m benchmarks.generalization [--folds wv2 ge1 ...] [--variants base jitter] [--threads 1]
+    python -m benchmarks.generalization [--folds wv2 ge1 ...] [--variants base jitter] [--threads 1] [--out DIR]
     python -m benchmarks.generalization --write-configs [--iterations 600] [--patch 48]
 
 This is the number that predicts a new user's experience: the held-out sensor plays the sensor the model has
@@ -35,7 +35,7 @@ from ddrf_train.backend import TorchDenoiser
 from ddrf_train.checkpoint import read_checkpoint
 from ddrf_train.config import ExperimentConfig, RadiometricConfig, load_config
 
-from ._report import Clock, environment, environment_lines, markdown_table, say, write_results
+from ._report import RESULTS_DIR, Clock, environment, environment_lines, markdown_table, say, write_results
 from .ablation import train_variant
 from .quality import default_methods, model_fuser, score_sample
 
@@ -84,6 +84,7 @@ class Variant:
     name: str  # run-directory suffix and table row ("DDRF" for the base)
     change: str  # what differs from the fold config
     edit: Callable[[ExperimentConfig], ExperimentConfig]
+    sees_held_out: bool = False  # a control, not a LOSO model: trained on every sensor (one run for all folds)
 
 
 # The radiometric jitter lever (``ddrf_train.augment``): spreads chosen to cover the sensors' spread of
@@ -93,6 +94,8 @@ VARIANTS = (
     Variant("base", "the fold config (4-band recipe)", lambda c: c),
     Variant("jitter", f"+ radiometric jitter {dataclasses.asdict(JITTER)}",
             lambda c: dataclasses.replace(c, augment=JITTER)),
+    # Separates budget from generalisation: the same budget with the held-out sensor's scenes in training.
+    Variant("seen", "control: every sensor trains, the held-out one included", lambda c: c, sees_held_out=True),
 )
 
 
@@ -101,11 +104,11 @@ def _pair(scene: str) -> datasets.Pair:
     return datasets.reduced_resolution(scene, RATIO, bands=BANDS)
 
 
-def training_scenes(fold: str) -> list[str]:
-    """Every pool scene whose sensor is not the fold's (no pixel of the held-out sensor trains), less those
-    too small for a Wald pair and a training crop (the 32² Z-PNN WV3 example)."""
+def training_scenes(fold: str | None) -> list[str]:
+    """Every pool scene whose sensor is not the fold's (no pixel of the held-out sensor trains; None: every
+    sensor), less those too small for a Wald pair and a training crop (the 32² Z-PNN WV3 example)."""
     pool = [s for f in FOLDS.values() for s in f.scenes]
-    held_out = set(FOLDS[fold].scenes)
+    held_out = set(FOLDS[fold].scenes) if fold else set()
     return [s for s in pool if s not in held_out and min(datasets.load_scene(s).ms.shape[:2]) >= _MIN_SIDE]
 
 
@@ -149,18 +152,18 @@ def _toml(v: object) -> str:
 def variant_config(fold: str, variant: Variant) -> ExperimentConfig:
     cfg = variant.edit(load_config(CONFIG_DIR / f"{fold}.toml"))
     if variant.name != "base":
-        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train,
-                                                                 out_dir=f"{cfg.train.out_dir}_{variant.name}"))
+        out = "runs/loso/all_sensors" if variant.sees_held_out else f"{cfg.train.out_dir}_{variant.name}"
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, out_dir=out))
     return cfg.validate(variant.name)
 
 
 def run_fold(fold: str, variants: list[Variant], threads: int) -> dict:
     """Train every variant of one fold, then score them and the classical methods on the held-out sensor."""
     spec = FOLDS[fold]
-    train_pairs = [_pair(s) for s in training_scenes(fold)]
     fusers = dict(default_methods())
     runs = {}
     for v in variants:
+        train_pairs = [_pair(s) for s in training_scenes(None if v.sees_held_out else fold)]
         cfg = variant_config(fold, v)
         say(NAME, f"{fold}/{v.name}: training on {len(train_pairs)} pairs, {cfg.train.iterations} steps")
         last = train_variant(cfg, train_pairs, [])
@@ -233,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--folds", nargs="+", choices=list(FOLDS), default=list(FOLDS))
     ap.add_argument("--variants", nargs="+", choices=[v.name for v in VARIANTS], default=["base"])
     ap.add_argument("--threads", type=int, default=1, help="torch/numba threads (default 1)")
+    ap.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder (default benchmarks/results)")
     ap.add_argument("--write-configs", action="store_true", help="(re)write configs/loso/*.toml and exit")
     ap.add_argument("--iterations", type=int, default=600, help="with --write-configs: steps per fold")
     ap.add_argument("--patch", type=int, default=48, help="with --write-configs: crop side")
@@ -251,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     for fold in args.folds:
         report["folds"][fold] = run_fold(fold, variants, args.threads)
         report["run"] = clock.summary()
-        write_results(NAME, report, to_markdown(report))
+        write_results(NAME, report, to_markdown(report), args.out)
     return 0
 
 

@@ -59,3 +59,11 @@ def test_summary_ratios_use_the_best_classical_method_per_metric():
     assert s["best_classical"] == {"ERGAS": "GSA", "SAM": "EXP", "HQNR": "GSA"}
     assert s["ratio_to_best"]["DDRF"] == pytest.approx({"ERGAS": 1.5 / 3.0, "SAM": 2.0 / 2.0})
     assert s["mean"]["DDRF"]["HQNR"] == pytest.approx(0.85)
+
+
+def test_seen_control_trains_on_every_sensor_in_one_shared_run():
+    seen = next(v for v in gen.VARIANTS if v.sees_held_out)
+    assert {gen.variant_config(f, seen).train.out_dir for f in gen.FOLDS} == {"runs/loso/all_sensors"}
+    every = gen.training_scenes(None)
+    assert set(every) >= set(gen.FOLDS["osman"].scenes) | set(gen.FOLDS["wv2"].scenes)
+    assert set(gen.training_scenes("osman")) == set(every) - {"osman"}
