@@ -165,7 +165,8 @@ def run_fold(fold: str, variants: list[Variant], threads: int) -> dict:
     for v in variants:
         train_pairs = [_pair(s) for s in training_scenes(None if v.sees_held_out else fold)]
         cfg = variant_config(fold, v)
-        say(NAME, f"{fold}/{v.name}: training on {len(train_pairs)} pairs, {cfg.train.iterations} steps")
+        say(NAME, f"{fold}/{v.name}: {len(train_pairs)} training pairs, {cfg.train.iterations} steps "
+                  "(a finished run is reused)")
         last = train_variant(cfg, train_pairs, [])
         step = read_checkpoint(last)[0]["step"]
         if step < cfg.train.iterations:  # SIGINT/SIGTERM: never score or move on with a half-trained model
