@@ -69,7 +69,7 @@ def default_methods() -> dict[str, Fuser]:
     return {m: classical_fuser(m) for m in baselines.METHODS}
 
 
-def _score(fusers: Mapping[str, Fuser], sample: Sample) -> dict[str, dict[str, float]]:
+def score_sample(fusers: Mapping[str, Fuser], sample: Sample) -> dict[str, dict[str, float]]:
     """Every method's metrics (and fusion seconds) on one sample."""
     rows = {}
     for name, fuse in fusers.items():
@@ -96,8 +96,8 @@ def _summary(per_scene: Mapping[str, Mapping[str, Mapping[str, float]]]) -> dict
 
 def evaluate(family: str, fusers: Mapping[str, Fuser]) -> dict:
     """All metrics of ``fusers`` on the family's reduced- and full-resolution test scenes."""
-    reduced = {p.name: _score(fusers, p) for p in datasets.reduced_resolution_split(family, "test")}
-    full = {f.name: _score(fusers, f) for f in datasets.full_resolution_split(family)}
+    reduced = {p.name: score_sample(fusers, p) for p in datasets.reduced_resolution_split(family, "test")}
+    full = {f.name: score_sample(fusers, f) for f in datasets.full_resolution_split(family)}
     return {
         "family": family,
         "ratio": bands.FAMILIES[family].ratio,

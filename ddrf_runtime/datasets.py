@@ -30,6 +30,20 @@ Decisions, with the evidence behind them
   PAN row 2, column 2: the geotransform says (1, 2), but the 4×4-averaged PAN correlates best with the
   MS at (2, 2) (0.981 vs 0.974) on both halves of the scene, and the data decide co-registration.
   MS 143×144 keeps all pixels (PAN rows 2..573, columns 2..577).
+* SpaceNet-2 Shanghai (``shanghai``, ``geotiff/spacenet2_shanghai_wv3_8band_r4``): WorldView-3, 8 bands in
+  the WV3 order, uint16 11-bit (max 1267), EPSG:4326. Both files claim the same top-left corner, but the
+  4×4-averaged PAN correlates with the MS mean at 0.83 unshifted and best, 0.91, with the PAN window starting
+  at PAN row 3, column 0 (row offsets −2..6 and column offsets −1..1 searched; the same (3, 0) wins on each of the
+  four 160² quadrants, so it is a shift, not a warp). The data decide: ``pan_offset`` (3, 0), which costs
+  one MS row (324 × 325 kept).
+* SpaceNet-6 Rotterdam (``rotterdam_1``, ``rotterdam_2``, ``geotiff/spacenet6_rotterdam_wv2_4band``):
+  WorldView-2 B, G, R, NIR; the MS files are float64 holding 11-bit integers on a 1 m grid that is a 2×
+  nearest-neighbour copy of the native 2 m grid, so the reader takes [0::2, 0::2] (150², ratio 4 to the
+  0.5 m PAN). Residual misregistration is at most one PAN pixel (4×4-average correlation peaks at
+  (0, −1) in scene 1 and (−1, +1) in scene 2, within 0.02 of (0, 0); no common direction, so no shift).
+  Scene 2's top ≈ 49 native rows are zero on MS and PAN (32 %, untagged): the reader keeps the longest run
+  of rows with no zero pixel (MS rows 50..149, ``valid_row_run``), so no training crop, filter support or
+  test region sees a hole.
 * Landsat-8 (``geotiff/landsat8_sattestdata``): B2..B5 are B, G, R, NIR; B8 is the PAN. The PAN grid
   is shifted by half a PAN pixel (7.5 m, standard L1); PAN[0:2h, 0:2w] and PAN[1:2h+1, 1:2w+1] are
   equally good (correlation on cloud-free pixels is symmetric between the two), the first keeps all
@@ -68,8 +82,14 @@ of 32 MS pixels, which keeps full-resolution metrics (32×32 blocks on the PAN g
   Osman columns 136..199. test_full = the same GE1 / WV2 / Osman held-out strips at full resolution plus
   WV3_example (a sensor absent from training). The whole Osman scene is the CLI demo, but columns
   0..135 are training targets, so its full-resolution numbers are not a held-out test.
-* ``8band`` (ratio 4, all eight bands): train = WV2 columns 0..191, CristianICS; no val (too little
-  8-band data to spare); test = WV2 columns 192..319; test_full = WV2 columns 192..319, WV3_example.
+* ``8band`` (ratio 4, all eight bands): train = WV2 columns 0..191, Shanghai columns 0..191 (all rows),
+  CristianICS columns 0..95; no val (too little 8-band data to spare); test = WV2 columns 192..319, Shanghai
+  rows 0..319 × columns 192..319, CristianICS rows 0..127 × columns 96..143 (CristianICS is small, 143 × 144,
+  but a 48-column strip still gives a 12-pixel-wide LR test image and a 192 × 512 PAN block for
+  full-resolution metrics; rows are cut to multiples of 32 for the same reason); test_full = those three
+  strips plus WV3_example (32 × 32 MS: smaller than a 64² training crop at reduced resolution, so it
+  stays a held-out full-resolution scene). The Rotterdam scenes are 4-band: they serve the
+  leave-one-sensor-out benchmark, not a family split.
 * ``hs_ms`` (ratio 3, 128 Hyperion bands, k = 9 ALI-MS guide): train = Paris HS+MS columns 0..47,
   test = columns 48..71 (multiples of 3; reference 72×24, LR HSI 24×8); no val, no test_full (HS and MS
   share one grid, so no native-resolution pair exists).
@@ -119,6 +139,8 @@ class _Source:
     pan_offset: tuple[int, int] = (0, 0)
     guide: str = "PAN"
     dn_per_unit: float = 1.0
+    ms_step: int = 1  # the MS file is a ms_step× nearest-neighbour copy: the native grid is [::ms_step, ::ms_step]
+    zero_is_nodata: bool = False  # untagged zero no-data: keep the longest run of rows free of it (see below)
 
 
 def _fusebox(n: int) -> _Source:
@@ -126,6 +148,13 @@ def _fusebox(n: int) -> _Source:
     return _Source("L7", 8, _L7_NATIVE, 2, False, (f"{d}/{n}_ms.mat:cropped_im",), f"{d}/{n}_pan.mat:cropped_gray")
 
 
+def _rotterdam(n: int) -> _Source:
+    d = "geotiff/spacenet6_rotterdam_wv2_4band"
+    return _Source("WV2", 11, CANONICAL_FIRST, 4, True, (f"{d}/ms{n}.tif",), f"{d}/pan{n}.tif",
+                   ms_step=2, zero_is_nodata=True)
+
+
+_SHANGHAI = "geotiff/spacenet2_shanghai_wv3_8band_r4/"
 _L8 = "geotiff/landsat8_sattestdata/l8_B"
 _PARIS = "hyperspectral/hysure_paris_eo1/paris_data_hs_"
 _SOURCES: Mapping[str, _Source] = MappingProxyType({
@@ -145,6 +174,11 @@ _SOURCES: Mapping[str, _Source] = MappingProxyType({
         "unknown", 7, WV_NATIVE, 4, True,
         ("geotiff/cristianics_8band_r4/mul.tif",), "geotiff/cristianics_8band_r4/pan.tif", (2, 2),
     ),
+    "shanghai": _Source(
+        "WV3", 11, WV_NATIVE, 4, True, (f"{_SHANGHAI}MUL_AOI_4_Shanghai_img1920.tif",),
+        f"{_SHANGHAI}PAN_AOI_4_Shanghai_img1920.tif", (3, 0),
+    ),
+    **{f"rotterdam_{n}": _rotterdam(n) for n in (1, 2)},
     "landsat8": _Source(
         "L8", 16, CANONICAL_FIRST, 2, True, tuple(f"{_L8}{b}.tif" for b in (2, 3, 4, 5)), f"{_L8}8.tif",
     ),
@@ -242,7 +276,7 @@ def load_scene(name: str) -> Scene:
     root = data_root()
     parts = [_read_file(f, root) for f in (*src.ms_files, src.pan_file)]
     nodata = {v * src.dn_per_unit for _, v in parts if v is not None}
-    ms = np.concatenate([a for a, _ in parts[:-1]], axis=-1)
+    ms = np.concatenate([a for a, _ in parts[:-1]], axis=-1)[::src.ms_step, ::src.ms_step]
     guide = parts[-1][0]
     pan = guide[..., 0] if guide.shape[-1] == 1 else guide
     if ms.shape[-1] != len(src.native_bands):
@@ -254,12 +288,34 @@ def load_scene(name: str) -> Scene:
     order = canonical_order(src.native_bands)
     ms = (ms[:h, :w][..., list(order)] * src.dn_per_unit).astype(np.float32)
     pan = (pan[oy:oy + r * h, ox:ox + r * w] * src.dn_per_unit).astype(np.float32)
+    if src.zero_is_nodata:
+        r0, r1 = valid_row_run(ms, pan, r)
+        if r1 == r0:
+            raise InputError("every MS row holds zero (no-data) pixels", str(root / src.ms_files[0]))
+        ms, pan = ms[r0:r1], pan[r * r0:r * r1]
     if any(np.any(a == v) for v in nodata for a in (ms, pan)):  # holes would teach the model false edges
         raise InputError("nodata pixels inside the co-registered window", str(root / src.pan_file))
     ms.setflags(write=False)
     pan.setflags(write=False)
     bands = tuple(src.native_bands[i] for i in order)
     return Scene(name, src.sensor, src.guide, src.bit_depth, bands, r, src.georeferenced, ms, pan)
+
+
+def valid_row_run(ms: np.ndarray, pan: np.ndarray, ratio: int) -> tuple[int, int]:
+    """The longest run [r0, r1) of MS rows without a zero (no-data) pixel in any MS band or its PAN block.
+
+    Used for sources whose no-data is an untagged 0 (SpaceNet-6 Rotterdam scene 2: 32 % of both images):
+    cropping whole rows keeps the scene rectangular, so no crop, filter support or test region touches a hole.
+    """
+    h = ms.shape[0]
+    bad_pan = (pan == 0).reshape(h, ratio, -1).any(axis=(1, 2))  # (h,)
+    good = np.concatenate([[0], ~((ms == 0).any(axis=(1, 2)) | bad_pan), [0]]).astype(np.int8)  # (h + 2,)
+    edges = np.flatnonzero(np.diff(good))  # run starts and stops, alternating
+    starts, stops = edges[0::2], edges[1::2]
+    if not len(starts):
+        return 0, 0
+    i = int(np.argmax(stops - starts))
+    return int(starts[i]), int(stops[i])
 
 
 def _crop(scene: Scene | str, region: Region | None, bands: int | None, multiple: int) -> Scene:

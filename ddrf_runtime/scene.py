@@ -148,6 +148,9 @@ def resolve_scene_bit_depth(pair: RasterPair, requested: int | None) -> tuple[in
         if peak == -math.inf:
             raise InputError("has no valid pixels (all no-data)", path)
     peak = max(peaks.values())
+    if pair.dtype.startswith("float"):
+        bits = bit_depth_for_max(peak, floating=True)
+        return bits, f"float data maximum {peak:g} (full scale {2**bits - 1})"
     return bit_depth_for_max(peak), f"data maximum {peak:g}"
 
 

@@ -41,6 +41,9 @@ def _fusebox_regions(*path_rows: str) -> tuple[Region, ...]:
 
 _TRAIN_COLS, _TEST_COLS = (0, 192), (192, 320)  # GRIP GE1 / WV2 strips (MS is 320 wide)
 _OSMAN_TRAIN, _OSMAN_TEST = Region("osman", (0, 136)), Region("osman", (136, 200))
+# Rows cut to multiples of 32 MS pixels too (Shanghai 324 rows, CristianICS 143), for exact full-resolution blocks.
+_CRISTIANICS_TRAIN, _CRISTIANICS_TEST = Region("cristianics", (0, 96)), Region("cristianics", (96, 144), (0, 128))
+_8BAND_TEST = (Region("wv2", _TEST_COLS), Region("shanghai", _TEST_COLS, (0, 320)), _CRISTIANICS_TEST)
 
 
 SPLITS: Mapping[str, Mapping[str, tuple[Region, ...]]] = MappingProxyType({
@@ -54,10 +57,10 @@ SPLITS: Mapping[str, Mapping[str, tuple[Region, ...]]] = MappingProxyType({
         "test_full": (Region("ge1", _TEST_COLS), Region("wv2", _TEST_COLS), _OSMAN_TEST, Region("wv3_example")),
     }),
     "8band": MappingProxyType({
-        "train": (Region("wv2", _TRAIN_COLS), Region("cristianics")),
+        "train": (Region("wv2", _TRAIN_COLS), Region("shanghai", _TRAIN_COLS), _CRISTIANICS_TRAIN),
         "val": (),
-        "test": (Region("wv2", _TEST_COLS),),
-        "test_full": (Region("wv2", _TEST_COLS), Region("wv3_example")),
+        "test": _8BAND_TEST,
+        "test_full": (*_8BAND_TEST, Region("wv3_example")),
     }),
     "hs_ms": MappingProxyType({
         "train": (Region("paris_hs_ms", (0, 48)),),

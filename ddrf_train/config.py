@@ -1,7 +1,7 @@
 """Training configuration: frozen dataclasses, TOML loading and validation.
 
 A run is fully described by one :class:`ExperimentConfig` (sections ``[model]``, ``[diffusion]``,
-``[train]``). The same plain-dict form goes into every checkpoint, so a checkpoint rebuilds its
+``[train]``, optional ``[augment]``). The same plain-dict form goes into every checkpoint, so a checkpoint rebuilds its
 model without the TOML file. Every problem is a :class:`ConfigError` naming the file and the key.
 """
 from __future__ import annotations
@@ -149,6 +149,26 @@ class DiffusionConfig:
 
 
 @dataclass(frozen=True)
+class RadiometricConfig:
+    """Training-time radiometric jitter that imitates what differs between sensors (``ddrf_train.augment``).
+
+    Each crop draws its own factors, log-uniform in exp(±value); 0 switches a jitter off (the default: off).
+    """
+
+    gain: float = 0.0  # every image × one factor: scene brightness and how much of the bit depth it uses
+    band_gain: float = 0.0  # each MS band (lms and gt alike) × its own factor: spectral calibration / response
+    pan_gain: float = 0.0  # the guide × a factor relative to the MS: a different PAN spectral response
+    pan_noise: float = 0.0  # Gaussian noise on the guide, std as a fraction of the crop's mean guide value
+
+    @property
+    def active(self) -> bool:
+        return any(getattr(self, f.name) for f in fields(self))
+
+    def check(self) -> list[tuple[str, str]]:
+        return [(f.name, "must be in [0, 1]") for f in fields(self) if not 0.0 <= getattr(self, f.name) <= 1.0]
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Optimisation, data and bookkeeping of one training run."""
 
@@ -204,11 +224,13 @@ class ExperimentConfig:
     model: UNetConfig = field(default_factory=UNetConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    augment: RadiometricConfig = field(default_factory=RadiometricConfig)
 
     def validate(self, path: str | None = None) -> "ExperimentConfig":
         problems = [(f"model.{k}", m) for k, m in self.model.check()]
         problems += [(f"diffusion.{k}", m) for k, m in self.diffusion.check()]
         problems += [(f"train.{k}", m) for k, m in self.train.check()]
+        problems += [(f"augment.{k}", m) for k, m in self.augment.check()]
         family = self.train.family
         for key, want in (("bands", family.bands), ("guide_bands", family.layout.guide_bands)):
             if getattr(self.model, key) != want:
@@ -240,7 +262,7 @@ class ExperimentConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], path: str | None = None) -> "ExperimentConfig":
         """Parse the ``to_dict`` / TOML form; ``[model] preset = "small"`` picks a preset to override."""
-        unknown = set(d) - {"model", "diffusion", "train"}
+        unknown = set(d) - {"model", "diffusion", "train", "augment"}
         if unknown:
             raise ConfigError(f"unknown section(s) {sorted(unknown)}", path)
         train = _build(TrainConfig(), d.get("train", {}), "train", path)
@@ -252,7 +274,8 @@ class ExperimentConfig:
                                    guide_bands=train.family.layout.guide_bands)
         model = _build(base, model_d, "model", path)
         diffusion = _build(DiffusionConfig(), d.get("diffusion", {}), "diffusion", path)
-        return cls(model=model, diffusion=diffusion, train=train).validate(path)
+        augment = _build(RadiometricConfig(), d.get("augment", {}), "augment", path)
+        return cls(model=model, diffusion=diffusion, train=train, augment=augment).validate(path)
 
 
 def _build(base: Any, values: Mapping[str, Any], section: str, path: str | None) -> Any:

@@ -16,7 +16,8 @@ from ddrf_runtime.datasets import Pair
 from ddrf_runtime.errors import ConfigError
 from ddrf_runtime.target import TargetSpec
 
-from .config import Weighting
+from .augment import jitter
+from .config import RadiometricConfig, Weighting
 from .diffusion import condition_inputs
 
 
@@ -86,14 +87,16 @@ def _weights(scenes: Sequence[NormPair], weighting: Weighting) -> np.ndarray:
 
 
 class PatchSampler:
-    """Random ``patch``² crops with a random flip and 90° rotation (the 8 symmetries of the square)."""
+    """Random ``patch``² crops with a random flip and 90° rotation (the 8 symmetries of the square), then the
+    radiometric jitter of ``augment`` (off by default)."""
 
     def __init__(self, pairs: Sequence[Pair], patch: int, batch: int, weighting: Weighting,
-                 target: TargetSpec, rng: np.random.Generator) -> None:
+                 target: TargetSpec, rng: np.random.Generator,
+                 augment: RadiometricConfig = RadiometricConfig()) -> None:
         self.scenes = [NormPair.from_pair(p) for p in pairs if min(p.gt.shape[:2]) >= patch]
         if not self.scenes:
             raise ConfigError(f"no training pair is at least {patch}×{patch} pixels")
-        self.patch, self.batch, self.target, self.rng = patch, batch, target, rng
+        self.patch, self.batch, self.target, self.rng, self.augment = patch, batch, target, rng, augment
         self.probs = _weights(self.scenes, Weighting(weighting))
 
     def next(self) -> Batch:
@@ -109,8 +112,8 @@ class PatchSampler:
                 a = np.rot90(a, k, axes=(1, 2))
                 out.append(a[:, :, ::-1] if flip else a)
             crops.append(out)
-        lms, pan, gt = (np.stack(parts) for parts in zip(*crops))
-        return make_batch(lms, pan, gt, self.target)
+        lms, pan, gt = (np.stack(parts) for parts in zip(*crops))  # (B, ·, P, P)
+        return make_batch(*jitter(lms, pan, gt, self.augment, self.rng), self.target)
 
 
 @dataclass(frozen=True)

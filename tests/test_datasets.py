@@ -24,6 +24,9 @@ EXPECTED = {
     "wv3_example": ("WV3", 11, WV, 4, (32, 32, 8), False),
     "osman": ("unknown", 11, BGRN, 4, (200, 200, 4), True),
     "cristianics": ("unknown", 7, WV, 4, (143, 144, 8), True),
+    "shanghai": ("WV3", 11, WV, 4, (324, 325, 8), True),  # 325 rows less the 3-PAN-row shift
+    "rotterdam_1": ("WV2", 11, BGRN, 4, (150, 150, 4), True),  # 300² nearest-neighbour copy → native 150²
+    "rotterdam_2": ("WV2", 11, BGRN, 4, (100, 150, 4), True),  # rows 50..149: the no-data-free run
     "landsat8": ("L8", 16, BGRN, 2, (603, 627, 4), True),
     **{f"fusebox_{n}": ("L7", 8, BGRN + ("SWIR1", "SWIR2"), 2, (400, 400, 6), False) for n in range(1, 40)},
     "paris_hs_ms": ("Hyperion", 15, ds.HYPERION_BANDS, 1, (72, 72, 128), False),
@@ -62,6 +65,7 @@ def _raw(data_dir, spec):
     ("wv2", "mat/grip_pnn/imgWV2.mat:I_MS", (1, 2, 4, 6, 0, 3, 5, 7)),  # Coastal,B,G,Y,R,RE,NIR1,NIR2
     ("wv3_example", "mat/grip_zpnn/WV3_example.mat:I_MS_LR", (1, 2, 4, 6, 0, 3, 5, 7)),
     ("cristianics", "geotiff/cristianics_8band_r4/mul.tif", (1, 2, 4, 6, 0, 3, 5, 7)),
+    ("shanghai", "geotiff/spacenet2_shanghai_wv3_8band_r4/MUL_AOI_4_Shanghai_img1920.tif", (1, 2, 4, 6, 0, 3, 5, 7)),
     ("osman", "geotiff/osman_4band_r4/ms.tif", (0, 1, 2, 3)),
     ("ge1", "mat/grip_pnn/imgGE1.mat:I_MS", (0, 1, 2, 3)),
 ])
@@ -92,6 +96,60 @@ def test_cristianics_pan_window_is_the_best_correlated_one(data_dir):
     np.testing.assert_array_equal(s.pan, pan[2:2 + 572, 2:2 + 576])
     best = corr(2, 2)
     assert all(corr(2 + dy, 2 + dx) < best for dy, dx in itertools.product((-1, 0, 1), repeat=2) if dy or dx)
+
+
+def _block_corr(ms: np.ndarray, pan: np.ndarray, oy: int, ox: int, n: int, margin: int = 2) -> float:
+    """Correlation of the MS mean with the 4×4-averaged PAN window whose MS pixel (margin, margin) starts at
+    PAN (4·margin + oy, 4·margin + ox)."""
+    y, x = 4 * margin + oy, 4 * margin + ox
+    block = pan[y:y + 4 * n, x:x + 4 * n].reshape(n, 4, n, 4).mean((1, 3))
+    return float(np.corrcoef(ms[margin:margin + n, margin:margin + n].mean(-1).ravel(), block.ravel())[0, 1])
+
+
+def test_shanghai_pan_is_shifted_three_rows_as_the_data_says(data_dir):
+    """The north-south MS/PAN offset is estimated from the data: PAN row 3 lines up with MS row 0, on every
+    quadrant, and clearly beats the unshifted window (0.91 vs 0.83 on the whole tile)."""
+    s = ds.load_scene("shanghai")
+    raw = _raw(data_dir, "geotiff/spacenet2_shanghai_wv3_8band_r4/MUL_AOI_4_Shanghai_img1920.tif")
+    pan = _raw(data_dir, "geotiff/spacenet2_shanghai_wv3_8band_r4/PAN_AOI_4_Shanghai_img1920.tif")[..., 0]
+    pan = pan.astype(np.float64)
+    np.testing.assert_array_equal(s.pan, pan[3:3 + 4 * 324])
+    ms = raw.astype(np.float64)
+    whole = {oy: _block_corr(ms, pan, oy, 0, 300) for oy in range(-2, 7)}
+    assert max(whole, key=whole.get) == 3 and whole[3] > whole[0] + 0.05
+    for r0, c0 in ((0, 0), (0, 160), (160, 0), (160, 160)):  # the shift is the same over the whole tile
+        quad = {(oy, ox): _block_corr(ms[r0:r0 + 160, c0:c0 + 160], pan[4 * r0:, 4 * c0:], oy, ox, 150)
+                for oy in range(0, 7) for ox in (-1, 0, 1)}
+        assert max(quad, key=quad.get) == (3, 0)
+
+
+def test_rotterdam_ms_is_the_native_grid_of_a_nearest_neighbour_copy(data_dir):
+    raw = _raw(data_dir, "geotiff/spacenet6_rotterdam_wv2_4band/ms1.tif")
+    assert raw.dtype == np.float64 and raw.shape == (300, 300, 4)
+    np.testing.assert_array_equal(raw[1::2, 1::2], raw[0::2, 0::2])  # every 2×2 block is one value
+    s = ds.load_scene("rotterdam_1")
+    np.testing.assert_array_equal(s.ms, raw[0::2, 0::2].astype(np.float32))  # B, G, R, NIR stay in file order
+    np.testing.assert_array_equal(s.pan, _raw(data_dir, "geotiff/spacenet6_rotterdam_wv2_4band/pan1.tif")[..., 0])
+
+
+def test_rotterdam_2_keeps_only_rows_free_of_zero_nodata(data_dir):
+    """32 % of scene 2 is untagged zero no-data (top rows): the reader keeps the longest all-valid row run."""
+    raw = _raw(data_dir, "geotiff/spacenet6_rotterdam_wv2_4band/ms2.tif")[0::2, 0::2]
+    pan = _raw(data_dir, "geotiff/spacenet6_rotterdam_wv2_4band/pan2.tif")[..., 0]
+    assert 0.3 < np.mean(pan == 0) < 0.35
+    s = ds.load_scene("rotterdam_2")
+    np.testing.assert_array_equal(s.ms, raw[50:150].astype(np.float32))
+    np.testing.assert_array_equal(s.pan, pan[200:600])
+    assert (raw[49] == 0).any() or (pan[196:200] == 0).any()  # the run cannot grow upwards
+
+
+def test_valid_row_run_picks_the_longest_hole_free_run():
+    ms = np.ones((10, 3, 2), np.float32)
+    pan = np.ones((20, 6), np.float32)
+    ms[2, 1, 0] = 0  # a zero in one band is no-data
+    pan[15, 4] = 0  # a zero PAN pixel spoils its MS row (7)
+    assert ds.valid_row_run(ms, pan, 2) == (3, 7)
+    assert ds.valid_row_run(np.zeros_like(ms), pan, 2) == (0, 0)
 
 
 def test_osman_band_order_evidence(data_dir):
@@ -219,6 +277,9 @@ def test_unknown_split_is_a_config_error():
 
 def test_split_pairs_have_family_bands_and_ratio(data_dir):
     pairs = ds.reduced_resolution_split("8band", "test")
-    assert [(p.name, p.ratio, p.bands, p.gt.shape) for p in pairs] == [("wv2[c192:320]", 4, WV, (320, 128, 8))]
+    assert [(p.name, p.ratio, p.bands, p.gt.shape) for p in pairs] == [
+        ("wv2[c192:320]", 4, WV, (320, 128, 8)), ("shanghai[r0:320,c192:320]", 4, WV, (320, 128, 8)),
+        ("cristianics[r0:128,c96:144]", 4, WV, (128, 48, 8))]
+    assert all(f.pan.shape[0] % 32 == 0 and f.pan.shape[1] % 32 == 0 for f in ds.full_resolution_split("8band"))
     full = ds.full_resolution_split("4band")
     assert all(f.bands == BGRN and f.pan.shape[0] % 32 == 0 and f.pan.shape[1] % 32 == 0 for f in full)

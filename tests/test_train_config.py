@@ -12,7 +12,7 @@ from ddrf_train.config import UNET_PRESETS, DataFamily, ExperimentConfig, load_c
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.toml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("**/*.toml")), ids=lambda p: str(p.relative_to(CONFIGS)))
 def test_shipped_configs_load_and_round_trip(path):
     cfg = load_config(path)
     assert ExperimentConfig.from_dict(cfg.to_dict()) == cfg
@@ -37,6 +37,8 @@ def test_presets_and_size_multiple():
     ("[diffusion]\nobjective = 'score'\n", "diffusion.objective"),
     ("[diffusion]\nresidual = 1\n", "diffusion.residual"),
     ("[diffusion]\nformulation = 'regression'\nobjective = 'eps'\n", "diffusion.objective"),
+    ("[augment]\ngain = 1.5\n", "augment.gain"),
+    ("[augment]\nblur = 0.1\n", "augment.blur"),
     ("[trian]\n", "unknown section"),
     ("[train\n", "cannot read config"),
 ])

@@ -1,0 +1,67 @@
+"""The radiometric jitter lever: off changes nothing; on, it scales a band's lms and gt alike, moves the PAN
+relative to the MS, and is reproducible from the sampler's Generator."""
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from ddrf_runtime.datasets import Pair  # noqa: E402
+from ddrf_runtime.target import TargetSpec  # noqa: E402
+from ddrf_train.augment import jitter  # noqa: E402
+from ddrf_train.config import ExperimentConfig, RadiometricConfig, Weighting  # noqa: E402
+from ddrf_train.patches import PatchSampler  # noqa: E402
+
+
+def _crops(seed=0):
+    rng = np.random.default_rng(seed)
+    lms = rng.uniform(0.1, 0.5, (3, 4, 8, 8)).astype(np.float32)
+    gt = (lms + rng.normal(0, 0.02, lms.shape)).astype(np.float32)
+    pan = rng.uniform(0.1, 0.5, (3, 1, 8, 8)).astype(np.float32)
+    return lms, pan, gt
+
+
+def test_off_returns_the_crops_and_draws_nothing():
+    lms, pan, gt = _crops()
+    rng = np.random.default_rng(1)
+    state = rng.bit_generator.state
+    out = jitter(lms, pan, gt, RadiometricConfig(), rng)
+    assert all(a is b for a, b in zip(out, (lms, pan, gt)))
+    assert rng.bit_generator.state == state
+
+
+def test_band_gain_scales_lms_and_gt_of_a_band_alike():
+    lms, pan, gt = _crops()
+    jl, jp, jg = jitter(lms, pan, gt, RadiometricConfig(band_gain=0.3), np.random.default_rng(2))
+    factor = jl / lms  # (B, C, P, P): one factor per crop and band
+    np.testing.assert_allclose(factor, factor[..., :1, :1] * np.ones_like(factor), rtol=1e-5)
+    np.testing.assert_allclose(jg, gt * factor, rtol=1e-5)  # residual gt − lms scaled, not distorted
+    assert np.ptp(factor[:, :, 0, 0]) > 0.05 and np.all(np.abs(np.log(factor)) <= 0.3 + 1e-6)
+    np.testing.assert_array_equal(jp, pan)  # the PAN is untouched by a per-band MS gain
+
+
+def test_gain_and_pan_gain_and_noise_move_the_pan_relative_to_the_ms():
+    lms, pan, gt = _crops()
+    cfg = RadiometricConfig(gain=0.2, pan_gain=0.2)
+    jl, jp, _ = jitter(lms, pan, gt, cfg, np.random.default_rng(3))
+    ms_f, pan_f = (jl / lms)[:, 0, 0, 0], (jp / pan)[:, 0, 0, 0]
+    assert not np.allclose(ms_f, pan_f)  # the PAN's own factor on top of the common gain
+    assert np.all(np.abs(np.log(pan_f / ms_f)) <= 0.2 + 1e-6)
+    _, noisy, _ = jitter(lms, pan, gt, RadiometricConfig(pan_noise=0.05), np.random.default_rng(4))
+    rel = (noisy - pan).std() / pan.mean()
+    assert 0.03 < rel < 0.07
+    again = jitter(lms, pan, gt, cfg, np.random.default_rng(3))
+    np.testing.assert_array_equal(again[1], jp)  # reproducible from the Generator
+
+
+def test_sampler_applies_the_configured_jitter():
+    rng = np.random.default_rng(0)
+    gt = rng.uniform(100, 900, (32, 32, 4)).astype(np.float32)
+    pair = Pair("p", "WV2", 11, ("B", "G", "R", "NIR"), 4, gt * 0.98, gt.mean(-1), gt, gt[::4, ::4])
+    target = TargetSpec(residual=True, scale=20.0)
+    plain = PatchSampler([pair], 16, 4, Weighting.PAIR, target, np.random.default_rng(5)).next()
+    cfg = ExperimentConfig.from_dict({"train": {"patch": 16}, "augment": {"band_gain": 0.3}}).augment
+    jittered = PatchSampler([pair], 16, 4, Weighting.PAIR, target, np.random.default_rng(5), cfg).next()
+    ratio = (jittered.gt / plain.gt).numpy()  # same crops (the jitter draws after them), scaled per band
+    assert not np.allclose(ratio, 1.0)
+    np.testing.assert_allclose((jittered.lms / plain.lms).numpy(), ratio, rtol=1e-4)
+    np.testing.assert_array_equal(jittered.pan.numpy(), plain.pan.numpy())
