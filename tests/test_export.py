@@ -247,7 +247,6 @@ def test_every_exported_op_runs_on_the_cuda_provider(exported, artifact):
 def test_group_norm_translation_matches_torch_at_the_scale_of_a_real_tile():
     """The primitive-op GroupNorm (ReduceMean/Sub/Mul/Sqrt/Reciprocal) equals torch's on a 64×256² input, where
     one group holds 4 M values, with and without the affine, for one and several groups."""
-    from export.to_onnx import export_graph  # noqa: F401 (the translation is what export_graph installs)
     from export.to_onnx import group_norm as translation
 
     class Norms(torch.nn.Module):

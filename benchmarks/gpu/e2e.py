@@ -13,7 +13,6 @@ torch 1 step; one is started only while ``--budget-s`` is left. Writes ``e2e.jso
 """
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import os
@@ -27,7 +26,7 @@ from pathlib import Path
 from ddrf_runtime.datapaths import REPO_ROOT
 
 from .._report import environment, environment_lines, markdown_table, say
-from .prepare import checkpoint_path
+from .prepare import checkpoint_path, device_parser
 
 NAME = "gpu.e2e"
 SIDE, SMOKE_SIDE = 4000, 800  # PAN pixels per side: 16 MP on the box; the smoke test: the demo itself (4 tiles)
@@ -182,10 +181,7 @@ def write(report: dict, out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog=f"python -m benchmarks.{NAME}", description=__doc__.splitlines()[0])
-    ap.add_argument("--inputs", type=Path, default=Path(__file__).resolve().parent / "inputs")
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--cpu-smoke", action="store_true", help="the CPU, the 800² demo, at most 2 steps")
+    ap = device_parser(NAME, __doc__, "the CPU, the 800² demo, at most 2 steps")
     ap.add_argument("--budget-s", type=float, default=170.0, help="start no run after this")
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
     report = measure(args.inputs, args.out, args.cpu_smoke, args.budget_s, sys.argv[1:] if argv is None else argv)

@@ -45,7 +45,7 @@ from ddrf_train.checkpoint import load_denoiser
 
 from .._fixtures import image_difference
 from .._report import environment, environment_lines, markdown_table, median_seconds, say
-from .prepare import checkpoint_path
+from .prepare import checkpoint_path, device_parser
 
 NAME = "gpu.latency"
 GRID = tuple(product((1, 4, 8), (128, 256, 512)))  # (batch, tile)
@@ -443,10 +443,7 @@ def to_markdown(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog=f"python -m benchmarks.{NAME}", description=__doc__.splitlines()[0])
-    ap.add_argument("--inputs", type=Path, default=Path(__file__).resolve().parent / "inputs")
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--cpu-smoke", action="store_true", help="run on the CPU at tiny sizes (tests the script)")
+    ap = device_parser(NAME, __doc__, "run on the CPU at tiny sizes (tests the script)")
     ap.add_argument("--repeats", type=int, default=20, help="timed calls per configuration")
     ap.add_argument("--steps", type=int, default=10, help="DDIM steps of the sampling runs")
     ap.add_argument("--budget-s", type=float, default=420.0, help="stop starting new measurements after this")

@@ -14,7 +14,6 @@ and ``placement.md`` (per model and level: nodes per provider, Memcpy nodes, op 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from ddrf_runtime.datapaths import REPO_ROOT
 from ddrf_runtime.session import CPU_EP, CUDA_EP, INPUT_NAMES
 
 from .._report import markdown_table, say
+from .prepare import device_parser
 
 NAME = "gpu.placement"
 CUDA_OPS = REPO_ROOT / "export" / "cuda_ops.json"
@@ -217,10 +217,7 @@ def _gpu_name() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog=f"python -m benchmarks.{NAME}", description=__doc__.splitlines()[0])
-    ap.add_argument("--inputs", type=Path, default=Path(__file__).resolve().parent / "inputs")
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--cpu-smoke", action="store_true", help="profile CPU sessions at a tiny size (tests the script)")
+    ap = device_parser(NAME, __doc__, "profile CPU sessions at a tiny size (tests the script)")
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
     report = run(args.inputs, args.cpu_smoke)
     args.out.mkdir(parents=True, exist_ok=True)

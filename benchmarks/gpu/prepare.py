@@ -27,6 +27,15 @@ from .._report import say
 
 NAME = "gpu.prepare"
 INPUTS_DIR = Path(__file__).resolve().parent / "inputs"
+
+
+def device_parser(name: str, doc: str, smoke_help: str) -> argparse.ArgumentParser:
+    """The options every script run on the GPU box takes: its inputs, its results folder, the CPU smoke mode."""
+    ap = argparse.ArgumentParser(prog=f"python -m benchmarks.{name}", description=doc.splitlines()[0])
+    ap.add_argument("--inputs", type=Path, default=INPUTS_DIR)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--cpu-smoke", action="store_true", help=smoke_help)
+    return ap
 TILE, TILES = 512, 4  # the largest benchmarked tile; distinct real tiles of the demo scene
 ANCHOR_TILE = 512  # the shape every variant is timed at (torch.compile and CUDA-graph rows: no extra compile)
 FILES = ("model.pt", "model.onnx", "model.fp16.onnx", "meta.json", "cond.npy", "wav.npy", "anchor_x_t.npy",
