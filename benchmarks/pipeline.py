@@ -135,8 +135,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
     rows = [measure("stub", REPO, scene, model, True, {}, args.repeats, None)]
     if args.baseline_tree:
         rows.append(measure("stub, baseline tree", args.baseline_tree, scene, model, True, {}, args.repeats, None))
-    rows.append(measure("stub, 1 prepare thread, depth 1", REPO, scene, model, True, {"prepare_threads": 1, "queue_depth": 1},
-                        args.repeats, None))
+    rows.append(measure("stub, 2 prepare threads, depth 2", REPO, scene, model, True,
+                        {"prepare_threads": 2, "queue_depth": 2}, args.repeats, None))
     if not args.skip_model:
         rows.append(measure("model (1 step)", REPO, scene, model, False, {"fuse": {"steps": 1}}, 1, None))
         if args.baseline_tree:

@@ -70,7 +70,7 @@ def add_scene_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bit-depth", type=int, help="input bit depth (full scale 2^b-1); default: inferred")
     p.add_argument("--threads", type=int, help="intra-op threads for the network")
     p.add_argument("--prepare-threads", type=int, help="threads reading and conditioning tiles while the network "
-                                                       "runs (default: min(4, cores))")
+                                                       "runs (default: half the cores, 1 to 4)")
     p.add_argument("--metrics", action="store_true", help="full-resolution D_lambda / D_s / HQNR in the report")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")

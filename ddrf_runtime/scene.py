@@ -63,8 +63,8 @@ class SceneConfig:
     quicklook: str | None = None  # PNG path for an MS | PAN | fused panel
     report: str | None = None  # JSON path for timings, providers and metrics
     metrics: bool = False  # compute full-resolution D_λ / D_s / HQNR into the report
-    prepare_threads: int | None = None  # threads reading and conditioning tiles ahead of the network; None → min(4, cores)
-    queue_depth: int = 2  # batches ready beyond one per worker, and finished strips waiting to be written
+    prepare_threads: int | None = None  # threads reading and conditioning tiles ahead of the network; None → half the cores, 1..4
+    queue_depth: int = 1  # batches ready beyond one per reader thread, and finished strips waiting to be written
 
     def __post_init__(self) -> None:
         for name in ("prepare_threads", "queue_depth"):
@@ -73,7 +73,9 @@ class SceneConfig:
                 raise ConfigError(f"must be >= 1, got {value}", name)
 
     def resolved_prepare_threads(self) -> int:
-        return self.prepare_threads or min(4, os.cpu_count() or 1)
+        """The option, else half the cores (the network's thread takes the rest), at least 1 and at most 4: on
+        2 cores one reader beat two for a real model (53 vs 60 s, 10 MP) and held peak memory 7 % lower."""
+        return self.prepare_threads or max(1, min(4, (os.cpu_count() or 1) // 2))
 
 
 # Bundled model per (MS bands C, guide bands k): pansharpening by band count, hyperspectral by guide.
