@@ -73,6 +73,22 @@ def real_patches(pairs: Sequence[Pair], multiple: int, sizes: Sequence[tuple[int
     return out
 
 
+def tile_patch(patches: Sequence[Patch], side: int) -> Patch:
+    """The largest real patch mirrored out to a production tile (side², a multiple of the model's size multiple).
+
+    The runtime fuses 512² tiles, while the test strips hold at most 256×128 patches: ONNX Runtime's float32
+    reductions over a whole 64×512² group drifted by 1e-3 there (old GroupNorm export), invisible below.
+    """
+    base = max(patches, key=lambda p: p.lms[0, 0].size)
+    h, w = base.lms.shape[2:]
+
+    def grow(a: np.ndarray) -> np.ndarray:  # (1, n, h, w) -> (1, n, side, side)
+        return np.pad(a, ((0, 0), (0, 0), (0, max(0, side - h)), (0, max(0, side - w))),
+                      mode="symmetric")[:, :, :side, :side]
+    return Patch(f"{base.label} mirrored to {side}²", np.ascontiguousarray(grow(base.lms)),
+                 np.ascontiguousarray(grow(base.guide)))
+
+
 def call_diffs(reference: DenoiserLike, candidate: DenoiserLike, patches: Sequence[Patch],
                seed: int = 0) -> Iterator[tuple[str, int, float]]:
     """(patch label, t, max |x0 difference|) for every patch at t = T−1, T/2 and 0, from the same seeded x_t."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -33,6 +34,7 @@ from torch.export import Dim
 from ddrf_runtime.datasets import reduced_resolution_split
 from ddrf_runtime.errors import ConfigError, DdrfError, ModelError, OutputError
 from ddrf_runtime.model_spec import METADATA_KEY, ModelSpec
+from ddrf_runtime.pipeline import DEFAULT_TILE
 from ddrf_runtime.session import INPUT_NAMES, Denoiser as OnnxDenoiser
 from ddrf_train.backend import TorchDenoiser
 from ddrf_train.checkpoint import load_denoiser
@@ -40,7 +42,7 @@ from ddrf_train.config import ExperimentConfig
 from ddrf_train.diffusion import Denoiser
 from ddrf_train.spec import DEFAULT_OPSET, build_spec
 
-from .check import call_diffs, real_patches, sampling_diff
+from .check import call_diffs, real_patches, sampling_diff, tile_patch
 
 PROG = "export.to_onnx"
 OUTPUT_NAME = "x0"
@@ -209,10 +211,12 @@ def check_parity(checkpoint: Path, artifacts: Sequence[tuple[str, Path, float]],
     """Per-call and whole-sampling comparison with PyTorch on real test-split patches; raise on a miss."""
     reference = TorchDenoiser(checkpoint, "cpu", threads)
     pairs = reduced_resolution_split(reference.config.train.family.value, "test")
-    patches = real_patches(pairs, reference.spec.size_multiple)
-    if not patches:
+    real = real_patches(pairs, reference.spec.size_multiple)
+    if not real:
         raise ModelError(f"no test pair of family {reference.config.train.family.value!r} holds a "
                          f"{reference.spec.size_multiple}-pixel patch to check with", str(checkpoint))
+    multiple = math.lcm(reference.spec.size_multiple, reference.spec.ratio)
+    patches = [*real, tile_patch(real, DEFAULT_TILE // multiple * multiple)]  # and the runtime's tile size
     failures = []
     for label, path, tol in artifacts:
         candidate = OnnxDenoiser(path, "cpu", threads)
@@ -223,8 +227,8 @@ def check_parity(checkpoint: Path, artifacts: Sequence[tuple[str, Path, float]],
         if worst > tol:
             failures.append(f"{label} per-call max |Δx0| {worst:.2e} > {tol:g}")
         if label == "fp32":
-            diff = sampling_diff(reference.model, candidate, patches[-1], steps)
-            _say(f"check {label}: {steps}-step DDIM on {patches[-1].label}: max |Δfused| = {diff:.2e} (normalised)")
+            diff = sampling_diff(reference.model, candidate, real[-1], steps)
+            _say(f"check {label}: {steps}-step DDIM on {real[-1].label}: max |Δfused| = {diff:.2e} (normalised)")
             if diff > SAMPLING_TOL:
                 failures.append(f"{label} {steps}-step sampling max |Δfused| {diff:.2e} > {SAMPLING_TOL:g}")
     if failures:

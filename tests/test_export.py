@@ -273,3 +273,17 @@ def test_group_norm_translation_matches_torch_at_the_scale_of_a_real_tile():
         want = model(x)
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w.numpy(), atol=2e-5, rtol=0)
+
+
+def test_fp32_parity_at_the_runtime_tile_size(backends, patches):
+    """The export's --check also compares a 512² tile (the runtime's tile), mirrored out of a real patch: the test
+    strips hold at most 256×128, and reduction drift over whole feature maps only shows at the real size."""
+    from export.check import tile_patch
+
+    tile = tile_patch(patches, 512)
+    assert tile.lms.shape[2:] == (512, 512) and tile.guide.shape[2:] == (512, 512)
+    base = max(patches, key=lambda p: p.lms[0, 0].size)
+    h, w = base.lms.shape[2:]
+    np.testing.assert_array_equal(tile.lms[:, :, :h, :w], base.lms)  # real pixels, mirrored beyond
+    worst = max(diff for _, _, diff in call_diffs(*backends, [tile]))
+    assert worst <= FP32_CALL_TOL, worst
