@@ -152,7 +152,7 @@ def network_inputs(ms: np.ndarray, pan: np.ndarray, scale: float, spec: ModelSpe
     if grid.tile_shape != (tile, tile):
         raise ValueError(f"the scene ({pan.shape[0]}×{pan.shape[1]}) is smaller than a {tile}² tile")
     tiles = [grid.tiles[i % len(grid.tiles)] for i in range(batch)]
-    cond = np.stack([condition_tile(grid, t, ms[t.ms.slices], pan[t.read.slices], scale) for t in tiles])
+    cond = np.stack([condition_tile(grid, t, ms[t.ms.slices], pan[t.pan.slices], scale)[0] for t in tiles])
     c = spec.num_bands
     wav = wavelet_condition(cond[:, :c], cond[:, c:])  # (B, C+3k, tile/2, tile/2)
     x_t = np.stack([tile_noise(seed, t.window.row, t.window.col, (c, tile, tile)) for t in tiles])

@@ -31,6 +31,7 @@ import torch
 
 from ddrf_runtime import baselines, datasets
 from ddrf_runtime.splits import FUSEBOX_PATH_ROWS, Region
+from ddrf_runtime.target import Base
 from ddrf_train.backend import TorchDenoiser
 from ddrf_train.checkpoint import read_checkpoint
 from ddrf_train.config import ExperimentConfig, RadiometricConfig, load_config
@@ -94,6 +95,8 @@ VARIANTS = (
     Variant("base", "the fold config (4-band recipe)", lambda c: c),
     Variant("jitter", f"+ radiometric jitter {dataclasses.asdict(JITTER)}",
             lambda c: dataclasses.replace(c, augment=JITTER)),
+    Variant("glp", "+ residual relative to the MTF-GLP ratio injection (`diffusion.base = \"glp_ratio\"`)",
+            lambda c: dataclasses.replace(c, diffusion=dataclasses.replace(c.diffusion, base=Base.GLP_RATIO))),
     # Separates budget from generalisation: the same budget with the held-out sensor's scenes in training.
     Variant("seen", "control: every sensor trains, the held-out one included", lambda c: c, sees_held_out=True),
 )

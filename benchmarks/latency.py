@@ -88,11 +88,13 @@ def torch_pipeline(model: torch.nn.Module, spec: ModelSpec, scene: DemoScene, op
     out = np.zeros(scene.pan.shape[:2] + (c,), np.float32)
     for b0 in range(0, len(grid.tiles), options.batch):
         group = grid.tiles[b0:b0 + options.batch]
-        cond = torch.from_numpy(np.stack([condition_tile(grid, t, scene.ms[t.ms.slices], scene.pan[t.read.slices],
-                                                         scene.scale) for t in group]))
+        cond, base = (torch.from_numpy(np.stack(a)) for a in zip(*(
+            condition_tile(grid, t, scene.ms[t.ms.slices], scene.pan[t.pan.slices], scene.scale, spec.target)
+            for t in group)))  # (B, C+k, th, tw), (B, C, th, tw)
         noise = torch.from_numpy(np.stack([tile_noise(options.seed, t.window.row, t.window.col, (c, th, tw))
                                            for t in group]))
-        fused = sample(model, cond[:, :c], cond[:, c:], options.num_steps(spec), noise=noise)  # (B, C, th, tw)
+        fused = sample(model, cond[:, :c], cond[:, c:], options.num_steps(spec), noise=noise,
+                       base=base)  # (B, C, th, tw)
         fused = (fused.clamp(0.0, 1.0) * scene.scale).permute(0, 2, 3, 1).numpy()
         for tile, values in zip(group, fused):
             grid.blend(out, tile, values)

@@ -83,7 +83,7 @@ def draw_samples(denoiser: Denoiser, pair: datasets.Pair, steps: int, eta: float
     if len(grid.tiles) != 1:
         raise ValueError(f"{pair.name} spans {len(grid.tiles)} tiles; this benchmark needs one tile per pair")
     tile = grid.tiles[0]
-    out = sample_tiles(grid, [tile], [pair.ms_lr[tile.ms.slices]], [pair.pan[tile.read.slices]], denoiser,
+    out = sample_tiles(grid, [tile], [pair.ms_lr[tile.ms.slices]], [pair.pan[tile.pan.slices]], denoiser,
                        options, scale=full_scale(pair.bit_depth))  # (1, N, th, tw, C)
     return out[0, :, :tile.read.height, :tile.read.width]
 

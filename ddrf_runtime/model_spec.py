@@ -57,6 +57,7 @@ class ModelSpec:
         d = asdict(self)
         d["schedule"] = self.schedule.value
         d["objective"] = self.objective.value
+        d["target"]["base"] = self.target.base.value
         return json.dumps(d, sort_keys=True)
 
     @classmethod

@@ -2,7 +2,7 @@
 
 ``prepare_batch`` (the CPU half: conditions, wavelets, noise) and ``denoise_batch`` (the network half) are the
 building blocks a windowed (GeoTIFF) orchestrator runs on different threads: it reads each tile's ``tile.ms``
-and ``tile.read`` windows, prepares, denoises, and blends with ``TileGrid.blend``. ``fuse_arrays`` does the
+and ``tile.pan`` windows, prepares, denoises, and blends with ``TileGrid.blend``. ``fuse_arrays`` does the
 same for arrays already in memory.
 """
 from __future__ import annotations
@@ -21,14 +21,17 @@ from .resample import upsample
 from .sampler import sample_ddim
 from .schedule import ddim_timesteps
 from .backends import DenoiserLike
+from .detail_base import residual_base
 from .session import Denoiser
+from .target import TargetSpec
 from .tiling import Tile, TileGrid, pad_symmetric, tile_noise
 from .uncertainty import pool_spread, sample_statistics, spread_bands, spread_channels
 from .wavelets import wavelet_condition
 
-# MS pixels of context read around every tile: more than the reach of the 23-tap interpolator (at most
-# 11 MS pixels for ratios 2-8; Keys cubic reaches 2), so a tile's lms equals that of the whole scene.
-UPSAMPLE_HALO = 12
+# MS pixels (and the PAN pixels under them) of context read around every tile: the reach of the 23-tap
+# interpolator (at most 11 MS pixels for ratios 2-8; Keys cubic reaches 2) plus that of the GLP base's 41-tap PAN
+# low-pass before it (5 MS pixels at ratio 4), so a tile's lms and base equal those of the whole scene.
+UPSAMPLE_HALO = 16
 DEFAULT_TILE, DEFAULT_OVERLAP = 512, 64  # PAN pixels; fitted to the model when FuseOptions leaves them unset
 
 
@@ -86,24 +89,29 @@ def full_scale(bit_depth: int) -> float:
     return float(2**bit_depth - 1)
 
 
-def condition_tile(grid: TileGrid, tile: Tile, ms_read: np.ndarray, pan_read: np.ndarray, scale: float) -> np.ndarray:
-    """One tile's network condition cat[lms_n, guide_n]: (C + k, tile rows, tile cols) float32.
+def condition_tile(grid: TileGrid, tile: Tile, ms_read: np.ndarray, pan_read: np.ndarray, scale: float,
+                   target: TargetSpec = TargetSpec()) -> tuple[np.ndarray, np.ndarray]:
+    """One tile's network condition cat[lms_n, guide_n] (C + k, tile rows, tile cols) and the base image its
+    residual is added to (C, tile rows, tile cols), both float32 and normalised.
 
-    ``ms_read`` (tile.ms rows, cols, C) and ``pan_read`` (tile.read rows, cols[, k]) are DN. The MS window is
-    normalised, mirrored where the halo was clipped, upsampled, and the halo cropped away.
+    ``ms_read`` (tile.ms rows, cols, C) and ``pan_read`` (tile.pan rows, cols[, k]) are DN. Both windows are
+    normalised and mirrored where the halo was clipped; the MS is upsampled, the base computed with the halo's
+    context, and the halo cropped away.
     """
     th, tw = tile.window.height, tile.window.width
-    want_ms, want_pan = (tile.ms.height, tile.ms.width), (tile.read.height, tile.read.width)
+    want_ms, want_pan = (tile.ms.height, tile.ms.width), (tile.pan.height, tile.pan.width)
     if ms_read.shape[:2] != want_ms or pan_read.shape[:2] != want_pan:
         raise InputError(f"tile {tile.index}: got ms {ms_read.shape[:2]} and pan {pan_read.shape[:2]} pixels, "
                          f"expected {want_ms} and {want_pan}")
     ms = pad_symmetric(ms_read.astype(np.float32) / np.float32(scale), tile.ms_pad)  # (mh, mw, C)
-    off = grid.halo * grid.ratio  # the tile's first row/column inside the upsampled window
-    lms = upsample(ms, grid.ratio)[off:off + th, off:off + tw]  # (th, tw, C)
-    guide = pad_symmetric(pan_read.astype(np.float32) / np.float32(scale), tile.pan_pad)  # (th, tw[, k])
-    guide = guide.reshape(th, tw, -1)
-    cond = np.concatenate([lms, guide], axis=2)  # (th, tw, C+k)
-    return np.ascontiguousarray(cond.transpose(2, 0, 1), np.float32)  # (C+k, th, tw)
+    lms = upsample(ms, grid.ratio).transpose(2, 0, 1)  # (C, H', W'): the tile plus the halo
+    pan = pad_symmetric(pan_read.astype(np.float32) / np.float32(scale), tile.pan_pad)  # (H', W'[, k])
+    pan = pan.reshape(pan.shape[:2] + (-1,)).transpose(2, 0, 1)  # (k, H', W')
+    base = residual_base(target, lms, pan, grid.ratio)  # (C, H', W')
+    off = grid.halo * grid.ratio  # the tile's first row/column inside the haloed window
+    crop = (slice(None), slice(off, off + th), slice(off, off + tw))
+    cond = np.concatenate([lms[crop], pan[crop]])  # (C+k, th, tw)
+    return np.ascontiguousarray(cond, np.float32), np.ascontiguousarray(base[crop], np.float32)
 
 
 @dataclass(frozen=True, eq=False)  # holds arrays
@@ -113,6 +121,7 @@ class BatchInputs:
     tiles: tuple[Tile, ...]
     cond: np.ndarray  # (B, C+k, th, tw) float32: cat[lms_n, guide_n]
     wav: np.ndarray  # (B, C+3k, th/2, tw/2) float32: DB1 sub-bands of the condition
+    base: np.ndarray  # (B, C, th, tw) float32: what the network's residual is added to
     noise: np.ndarray  # (B·N, C, th, tw) float32: starting noise of sample s of tile i at row i·N + s
 
 
@@ -129,16 +138,19 @@ def _sample_noise(options: FuseOptions, tiles: Sequence[Tile], shape: tuple[int,
 
 def prepare_batch(grid: TileGrid, tiles: Sequence[Tile], ms_reads: Sequence[np.ndarray],
                   pan_reads: Sequence[np.ndarray], spec: ModelSpec, options: FuseOptions, scale: float) -> BatchInputs:
-    """The CPU half of fusing tiles: conditions, wavelets and noise (numpy/numba; no network, GIL mostly free).
+    """The CPU half of fusing tiles: conditions, wavelets, the residual's base image and noise (numpy/numba; no
+    network, GIL mostly free).
 
-    ``ms_reads[i]``/``pan_reads[i]`` are the DN pixels of ``tiles[i].ms``/``tiles[i].read``. Sample s of a tile
+    ``ms_reads[i]``/``pan_reads[i]`` are the DN pixels of ``tiles[i].ms``/``tiles[i].pan``. Sample s of a tile
     starts from ``tile_noise(options.seed, row, col, shape, s)`` (sample 0: the scene's historical noise), so
     results do not depend on batching.
     """
     c = spec.num_bands
-    cond = np.stack([condition_tile(grid, t, m, p, scale) for t, m, p in zip(tiles, ms_reads, pan_reads)])
+    conds, bases = zip(*(condition_tile(grid, t, m, p, scale, spec.target)
+                         for t, m, p in zip(tiles, ms_reads, pan_reads)))
+    cond, base = np.stack(conds), np.stack(bases)  # (B, C+k, th, tw), (B, C, th, tw)
     wav = wavelet_condition(cond[:, :c], cond[:, c:])  # (B, C+3k, th/2, tw/2)
-    return BatchInputs(tuple(tiles), cond, wav, _sample_noise(options, tiles, (c,) + grid.tile_shape))
+    return BatchInputs(tuple(tiles), cond, wav, base, _sample_noise(options, tiles, (c,) + grid.tile_shape))
 
 
 def sample_batch(batch: BatchInputs, denoiser: DenoiserLike, options: FuseOptions, *, scale: float,
@@ -152,14 +164,14 @@ def sample_batch(batch: BatchInputs, denoiser: DenoiserLike, options: FuseOption
     timesteps = ddim_timesteps(spec.timesteps, options.num_steps(spec))
     c, n_s, n = spec.num_bands, options.samples, len(batch.tiles)
     th, tw = batch.cond.shape[2:]
-    cond, wav = batch.cond, batch.wav
+    cond, wav, base = batch.cond, batch.wav, batch.base
     if n_s > 1:  # every sample of a tile shares its condition
-        cond, wav = (np.repeat(a, n_s, axis=0) for a in (cond, wav))  # (B·N, ...)
+        cond, wav, base = (np.repeat(a, n_s, axis=0) for a in (cond, wav, base))  # (B·N, ...)
     advance = None if progress is None else (lambda *_: progress.update(n))  # per network call
     x0 = sample_ddim(denoiser.conditioned(cond, wav), batch.noise, timesteps, spec.alphas_cumprod(),
                      callback=advance, eta=options.eta,
                      noise=lambda step: _sample_noise(options, batch.tiles, (c, th, tw), step + 1))
-    fused = spec.target.decode(x0, cond[:, :c]) * np.float32(scale)  # (B·N, C, th, tw)
+    fused = spec.target.decode(x0, base) * np.float32(scale)  # (B·N, C, th, tw)
     return np.clip(fused, 0.0, scale).reshape(n, n_s, c, th, tw).transpose(0, 1, 3, 4, 2)  # (B, N, th, tw, C)
 
 
@@ -274,7 +286,7 @@ def fuse_arrays_with_spread(ms: np.ndarray, pan: np.ndarray, model: DenoiserLike
     with tqdm(total=len(tiles) * options.num_steps(spec), disable=not progress, unit="tile-step") as bar:
         for b0 in range(0, len(tiles), options.batch):  # one batch at a time bounds the memory held
             group = tiles[b0:b0 + options.batch]
-            fused = fuse_tiles(grid, group, [ms[t.ms.slices] for t in group], [pan[t.read.slices] for t in group],
+            fused = fuse_tiles(grid, group, [ms[t.ms.slices] for t in group], [pan[t.pan.slices] for t in group],
                                denoiser, options, scale=scale, progress=bar)
             for tile, values in zip(group, fused):
                 grid.blend(out, tile, values)

@@ -1,31 +1,46 @@
 """What the diffusion variable x0 is, and how to turn it back into a fused image.
 
-Residual learning: x0 = (gt − lms)·scale in full-scale-normalised units. The residual is small
-(std ≈ 0.02–0.04) next to unit-variance noise, so it is scaled up before diffusion. With the
-residual switched off (ablation) x0 = 2·gt − 1, in [−1, 1].
+Residual learning: x0 = (gt − base)·scale in full-scale-normalised units, where the base is the upsampled MS
+(``Base.UPSAMPLED``, DDRF's recipe) or a classical detail injection on top of it (``Base.GLP_RATIO``, see
+``ddrf_runtime.detail_base``), so the network only learns what the base gets wrong. The residual is small
+(std ≈ 0.02–0.04) next to unit-variance noise, so it is scaled up before diffusion. With the residual switched
+off (ablation) x0 = 2·gt − 1, in [−1, 1].
 Only arithmetic is used, so numpy arrays and torch tensors both work.
 """
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import TypeVar
 
 Array = TypeVar("Array")
 
 
+class Base(str, enum.Enum):
+    """The image the network's residual is added to."""
+
+    UPSAMPLED = "upsampled"  # the upsampled MS (lms)
+    GLP_RATIO = "glp_ratio"  # lms × PAN / (PAN's MTF-GLP low-pass): classical detail injection, corrected
+
+
 @dataclass(frozen=True)
 class TargetSpec:
-    residual: bool = True  # predict gt − lms (True) or the image itself (False, ablation)
+    residual: bool = True  # predict gt − base (True) or the image itself (False, ablation)
     scale: float = 20.0  # multiplier applied to the residual before diffusion
+    base: Base = Base.UPSAMPLED  # what the residual is relative to
+    base_gain: float = 0.3  # GLP_RATIO: MTF Nyquist gain of the PAN low-pass, one for all sensors (toolbox generic)
 
-    def encode(self, gt: Array, lms: Array) -> Array:
-        """Normalised reference (and lms) → diffusion variable x0."""
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "base", Base(self.base))  # metadata JSON and TOML give the value as a string
+
+    def encode(self, gt: Array, base: Array) -> Array:
+        """Normalised reference (and its base image) → diffusion variable x0."""
         if self.residual:
-            return (gt - lms) * self.scale
+            return (gt - base) * self.scale
         return gt * 2.0 - 1.0
 
-    def decode(self, x0: Array, lms: Array) -> Array:
+    def decode(self, x0: Array, base: Array) -> Array:
         """Diffusion variable x0 → normalised fused image (not clipped)."""
         if self.residual:
-            return lms + x0 * (1.0 / self.scale)
+            return base + x0 * (1.0 / self.scale)
         return (x0 + 1.0) * 0.5

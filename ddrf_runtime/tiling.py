@@ -34,14 +34,11 @@ class Window:
 class Tile:
     index: tuple[int, int]  # (grid row, grid column)
     window: Window  # the network's tile; passes the scene's bottom/right edge only when the scene is smaller
-    read: Window  # window ∩ scene: the PAN pixels to read, and the output pixels this tile contributes to
+    read: Window  # window ∩ scene: the output pixels this tile contributes to
     ms: Window  # MS pixels to read: the window / ratio plus the halo, clipped to the MS scene
     ms_pad: Pad  # symmetric padding that restores the clipped halo (and any part past the scene)
-
-    @property
-    def pan_pad(self) -> Pad:
-        """Symmetric padding that takes the PAN read up to the tile size (zero unless the scene is small)."""
-        return (0, self.window.height - self.read.height), (0, self.window.width - self.read.width)
+    pan: Window  # PAN pixels to read: ``ms`` on the PAN grid (the window plus the halo, clipped)
+    pan_pad: Pad  # symmetric padding that restores the PAN halo: ``ms_pad`` on the PAN grid
 
 
 def pad_symmetric(img: np.ndarray, pad: Pad) -> np.ndarray:
@@ -119,7 +116,7 @@ class TileGrid:
     overlap: int = 0  # minimum overlap of neighbouring tiles, PAN pixels
     size_multiple: int = 1  # the network's size constraint (ModelSpec.size_multiple)
     ratio: int = 1  # PAN/MS pixel-size ratio
-    halo: int = 0  # MS pixels of context read around each tile (for upsampling), clipped at scene edges
+    halo: int = 0  # MS pixels (and their PAN pixels) of context read around each tile, clipped at scene edges
 
     def __post_init__(self) -> None:
         for name in ("size_multiple", "ratio"):
@@ -176,12 +173,15 @@ class TileGrid:
             mr, mh, pad_r = self._ms_axis(r, th, self.height)
             for j, c in enumerate(self._cols.starts):
                 mc, mw, pad_c = self._ms_axis(c, tw, self.width)
+                q = self.ratio
                 out.append(Tile(
                     index=(i, j),
                     window=Window(r, c, th, tw),
                     read=Window(r, c, min(th, self.height - r), min(tw, self.width - c)),
                     ms=Window(mr, mc, mh, mw),
                     ms_pad=(pad_r, pad_c),
+                    pan=Window(mr * q, mc * q, mh * q, mw * q),
+                    pan_pad=((pad_r[0] * q, pad_r[1] * q), (pad_c[0] * q, pad_c[1] * q)),
                 ))
         return tuple(out)
 

@@ -16,15 +16,18 @@ def _log_uniform(rng: np.random.Generator, spread: float, shape: tuple[int, ...]
     return np.exp(rng.uniform(-spread, spread, size=shape)).astype(np.float32)
 
 
-def jitter(lms: np.ndarray, pan: np.ndarray, gt: np.ndarray, cfg: RadiometricConfig,
-           rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Jittered copies of normalised crops lms, gt (B, C, P, P) and pan (B, k, P, P); unchanged when off.
+def jitter(lms: np.ndarray, pan: np.ndarray, gt: np.ndarray, base: np.ndarray, cfg: RadiometricConfig,
+           rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Jittered copies of normalised crops lms, gt, base (B, C, P, P) and pan (B, k, P, P); unchanged when off.
+
+    The base (``ddrf_runtime.detail_base``) scales with its MS band; a PAN gain leaves the GLP ratio base
+    unchanged (it cancels in P / P_LP) and so does PAN noise here (the base keeps its noise-free ratio).
 
     Draw order is fixed (gain, band gain, PAN gain, PAN noise), and a switched-off jitter draws nothing, so
     a run without jitter sees the exact crops it saw before the lever existed.
     """
     if not cfg.active:
-        return lms, pan, gt
+        return lms, pan, gt, base
     b, c = lms.shape[:2]
     ms_factor = np.ones((b, c, 1, 1), np.float32)  # (B, C, 1, 1)
     pan_factor = np.ones((b, 1, 1, 1), np.float32)  # (B, 1, 1, 1)
@@ -39,4 +42,4 @@ def jitter(lms: np.ndarray, pan: np.ndarray, gt: np.ndarray, cfg: RadiometricCon
     if cfg.pan_noise:
         std = cfg.pan_noise * pan.mean(axis=(1, 2, 3), keepdims=True)  # (B, 1, 1, 1)
         pan = pan + std * rng.standard_normal(pan.shape).astype(np.float32)
-    return lms * ms_factor, pan.astype(np.float32, copy=False), gt * ms_factor
+    return lms * ms_factor, pan.astype(np.float32, copy=False), gt * ms_factor, base * ms_factor

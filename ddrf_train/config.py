@@ -18,7 +18,7 @@ from ddrf_runtime.bands import FAMILIES, Family
 from ddrf_runtime.errors import ConfigError
 from ddrf_runtime.model_spec import Objective
 from ddrf_runtime.schedule import ScheduleKind
-from ddrf_runtime.target import TargetSpec
+from ddrf_runtime.target import Base, TargetSpec
 
 
 class DataFamily(str, enum.Enum):
@@ -125,13 +125,15 @@ class DiffusionConfig:
     objective: Objective = Objective.X0  # what the raw network output means (converted to x0̂ in forward)
     residual: bool = True  # diffuse gt − lms (True) or the image itself (ablation)
     residual_scale: float = 20.0  # multiplier on the residual so it is not swamped by unit-variance noise
+    base: Base = Base.UPSAMPLED  # the residual is gt − this: the upsampled MS, or a GLP ratio injection to correct
+    base_gain: float = TargetSpec.base_gain  # glp_ratio base: Nyquist gain of its PAN low-pass (one for all sensors)
     self_condition: bool = False  # feed the previous x0̂ as an extra input (trained with probability 0.5)
     last_t_prob: float = 0.1  # probability of drawing t = T−1 (the 1-step sampler's only timestep); else uniform
     formulation: Formulation = Formulation.DIFFUSION  # diffusion, or the no-noise regressor baseline
 
     @property
     def target(self) -> TargetSpec:
-        return TargetSpec(residual=self.residual, scale=self.residual_scale)
+        return TargetSpec(residual=self.residual, scale=self.residual_scale, base=self.base, base_gain=self.base_gain)
 
     def check(self) -> list[tuple[str, str]]:
         out = []
@@ -141,6 +143,10 @@ class DiffusionConfig:
             out.append(("schedule_offset", "must be in [0, 1)"))
         if self.residual_scale <= 0:
             out.append(("residual_scale", "must be > 0"))
+        if not 0.0 < self.base_gain < 1.0:
+            out.append(("base_gain", "must be in (0, 1)"))
+        if self.base is not Base.UPSAMPLED and not self.residual:
+            out.append(("base", f"{self.base.value!r} needs residual = true (without a residual there is no base)"))
         if not 0.0 <= self.last_t_prob <= 1.0:
             out.append(("last_t_prob", "must be in [0, 1]"))
         if self.formulation is Formulation.REGRESSION and self.objective is not Objective.X0:
@@ -193,6 +199,7 @@ class TrainConfig:
     ckpt_every: int = 500  # write last.pt every N steps (and at the end / on SIGINT, SIGTERM)
     seed: int = 0  # seeds numpy (crops), torch (noise, t, init) and python RNGs
     out_dir: str = "runs/default"  # checkpoints and logs go here
+    init: str = ""  # start from this checkpoint's EMA weights (same [model]; fine-tuning); "" = random init
     threads: int = 0  # torch intra-op threads (0 = leave torch's default)
     device: str = "cpu"  # torch device for the model and batches ("cpu", "cuda"); data and RNGs stay on the CPU
 
@@ -239,6 +246,9 @@ class ExperimentConfig:
         for key in ("patch", "val_size"):
             if getattr(self.train, key) % self.model.size_multiple:
                 problems.append((f"train.{key}", f"must be a multiple of size_multiple {self.model.size_multiple}"))
+        if self.diffusion.base is not Base.UPSAMPLED and self.model.guide_bands != 1:
+            problems.append(("diffusion.base", f"{self.diffusion.base.value!r} needs a one-band PAN guide, "
+                                               f"not {self.model.guide_bands} guide bands"))
         if self.train.val_steps > self.diffusion.timesteps:
             problems.append(("train.val_steps", f"must be <= diffusion.timesteps {self.diffusion.timesteps}"))
         if problems:

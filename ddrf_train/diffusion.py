@@ -15,6 +15,7 @@ from torch import nn
 from ddrf_runtime.model_spec import Objective
 from ddrf_runtime.sampler import sample_ddim
 from ddrf_runtime.schedule import alphas_cumprod, ddim_timesteps
+from ddrf_runtime.target import Base
 
 from .config import DiffusionConfig, ExperimentConfig, Formulation, UNetConfig
 from .dwt import wavelet_condition
@@ -125,12 +126,14 @@ def condition_inputs(lms: torch.Tensor, pan: torch.Tensor) -> tuple[torch.Tensor
 
 
 def sample(model: Denoiser, lms: torch.Tensor, pan: torch.Tensor, steps: int,
-           generator: torch.Generator | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
+           generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
+           base: torch.Tensor | None = None) -> torch.Tensor:
     """PyTorch reference fusion: DDIM from noise, returning the normalised fused image (B, C, H, W).
 
     Uses the runtime's ``sample_ddim`` with the ORIGINAL timestep of every step. ``noise``
-    (B, C, H, W) overrides the draw from ``generator`` (to compare against the ONNX runtime).
-    The result is not clipped.
+    (B, C, H, W) overrides the draw from ``generator`` (to compare against the ONNX runtime). ``base``
+    (B, C, H, W) is the residual's base image (``ddrf_runtime.detail_base.residual_base``); None means lms,
+    which is only right for the upsampled-MS base. The result is not clipped.
     """
     cfg = model.diffusion_cfg
     with torch.inference_mode():
@@ -145,4 +148,6 @@ def sample(model: Denoiser, lms: torch.Tensor, pan: torch.Tensor, steps: int,
 
         ab = alphas_cumprod(cfg.schedule, cfg.timesteps, cfg.schedule_offset)
         x0 = sample_ddim(denoise, x, ddim_timesteps(cfg.timesteps, steps), ab)
-        return cfg.target.decode(x0, lms)
+        if base is None and cfg.target.base is not Base.UPSAMPLED:
+            raise ValueError(f"a model with the {cfg.target.base.value} base needs its base image")
+        return cfg.target.decode(x0, lms if base is None else base)

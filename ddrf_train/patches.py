@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ddrf_runtime.datasets import Pair
+from ddrf_runtime.detail_base import residual_base
 from ddrf_runtime.errors import ConfigError
 from ddrf_runtime.target import TargetSpec
 
@@ -32,23 +33,26 @@ class NormPair:
     lms: np.ndarray  # (C, H, W)
     pan: np.ndarray  # (k, H, W)
     gt: np.ndarray  # (C, H, W)
+    base: np.ndarray  # (C, H, W) the residual's base image (``ddrf_runtime.detail_base``), from the whole pair
 
     @classmethod
-    def from_pair(cls, pair: Pair) -> "NormPair":
+    def from_pair(cls, pair: Pair, target: TargetSpec) -> "NormPair":
         s = float(pair.full_scale)
         pan = pair.pan[None] if pair.pan.ndim == 2 else pair.pan.transpose(2, 0, 1)
-        return cls(pair.name, pair.sensor, pair.ratio, s,
-                   np.ascontiguousarray(pair.lms.transpose(2, 0, 1) / s, dtype=np.float32),
-                   np.ascontiguousarray(pan / s, dtype=np.float32),
-                   np.ascontiguousarray(pair.gt.transpose(2, 0, 1) / s, dtype=np.float32))
+        lms = np.ascontiguousarray(pair.lms.transpose(2, 0, 1) / s, dtype=np.float32)  # (C, H, W)
+        pan = np.ascontiguousarray(pan / s, dtype=np.float32)  # (k, H, W)
+        return cls(pair.name, pair.sensor, pair.ratio, s, lms, pan,
+                   np.ascontiguousarray(pair.gt.transpose(2, 0, 1) / s, dtype=np.float32),
+                   residual_base(target, lms, pan, pair.ratio))
 
     @property
     def shape(self) -> tuple[int, int]:
         return self.gt.shape[1], self.gt.shape[2]
 
-    def crop(self, top: int, left: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def crop(self, top: int, left: int, size: int) -> tuple[np.ndarray, ...]:
+        """(lms, pan, gt, base) of the size² window at (top, left)."""
         win = (slice(None), slice(top, top + size), slice(left, left + size))
-        return self.lms[win], self.pan[win], self.gt[win]
+        return self.lms[win], self.pan[win], self.gt[win], self.base[win]
 
 
 @dataclass
@@ -61,16 +65,17 @@ class Batch:
     lms: torch.Tensor  # (B, C, P, P)
     pan: torch.Tensor  # (B, k, P, P)
     gt: torch.Tensor  # (B, C, P, P)
+    base: torch.Tensor  # (B, C, P, P) the residual's base image
 
     def to(self, device: torch.device) -> "Batch":
         return Batch(*(getattr(self, f.name).to(device) for f in fields(self)))
 
 
-def make_batch(lms: np.ndarray, pan: np.ndarray, gt: np.ndarray, target: TargetSpec) -> Batch:
-    """Stacked (B, ·, P, P) numpy crops → tensors, with x0 = target.encode(gt, lms) and the conditions."""
-    lms_t, pan_t, gt_t = (torch.from_numpy(np.ascontiguousarray(a)) for a in (lms, pan, gt))
+def make_batch(lms: np.ndarray, pan: np.ndarray, gt: np.ndarray, base: np.ndarray, target: TargetSpec) -> Batch:
+    """Stacked (B, ·, P, P) numpy crops → tensors, with x0 = target.encode(gt, base) and the conditions."""
+    lms_t, pan_t, gt_t, base_t = (torch.from_numpy(np.ascontiguousarray(a)) for a in (lms, pan, gt, base))
     cond, wav = condition_inputs(lms_t, pan_t)
-    return Batch(target.encode(gt_t, lms_t), cond, wav, lms_t, pan_t, gt_t)
+    return Batch(target.encode(gt_t, base_t), cond, wav, lms_t, pan_t, gt_t, base_t)
 
 
 def _weights(scenes: Sequence[NormPair], weighting: Weighting) -> np.ndarray:
@@ -93,7 +98,7 @@ class PatchSampler:
     def __init__(self, pairs: Sequence[Pair], patch: int, batch: int, weighting: Weighting,
                  target: TargetSpec, rng: np.random.Generator,
                  augment: RadiometricConfig = RadiometricConfig()) -> None:
-        self.scenes = [NormPair.from_pair(p) for p in pairs if min(p.gt.shape[:2]) >= patch]
+        self.scenes = [NormPair.from_pair(p, target) for p in pairs if min(p.gt.shape[:2]) >= patch]
         if not self.scenes:
             raise ConfigError(f"no training pair is at least {patch}×{patch} pixels")
         self.patch, self.batch, self.target, self.rng, self.augment = patch, batch, target, rng, augment
@@ -112,8 +117,8 @@ class PatchSampler:
                 a = np.rot90(a, k, axes=(1, 2))
                 out.append(a[:, :, ::-1] if flip else a)
             crops.append(out)
-        lms, pan, gt = (np.stack(parts) for parts in zip(*crops))  # (B, ·, P, P)
-        return make_batch(*jitter(lms, pan, gt, self.augment, self.rng), self.target)
+        lms, pan, gt, base = (np.stack(parts) for parts in zip(*crops))  # (B, ·, P, P)
+        return make_batch(*jitter(lms, pan, gt, base, self.augment, self.rng), self.target)
 
 
 @dataclass(frozen=True)
@@ -125,9 +130,9 @@ class ValCrop:
     left: int
 
 
-def validation_crops(pairs: Sequence[Pair], count: int, size: int) -> list[ValCrop]:
+def validation_crops(pairs: Sequence[Pair], count: int, size: int, target: TargetSpec) -> list[ValCrop]:
     """``count`` fixed crops, cycling over the pairs, at positions from a fixed seed (not the run's)."""
-    scenes = [NormPair.from_pair(p) for p in pairs if min(p.gt.shape[:2]) >= size]
+    scenes = [NormPair.from_pair(p, target) for p in pairs if min(p.gt.shape[:2]) >= size]
     rng = np.random.default_rng(12345)
     crops = []
     for i in range(count if scenes else 0):

@@ -49,11 +49,13 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(tc.seed + 1)  # t, noise, self-conditioning coin
         self.device = torch.device(tc.device)
         self.model = build_denoiser(cfg).to(self.device)
+        if tc.init:
+            self._init_weights(Path(tc.init))
         self.ema = EMA(self.model, tc.ema_decay, tc.ema_warmup)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
         self.sampler = PatchSampler(train_pairs, tc.patch, tc.batch, tc.weighting, cfg.diffusion.target,
                                     self.np_rng, cfg.augment)
-        self.val_crops = validation_crops(val_pairs, tc.val_crops, tc.val_size)
+        self.val_crops = validation_crops(val_pairs, tc.val_crops, tc.val_size, cfg.diffusion.target)
         self.step = 0
         self.best_ergas = math.inf
 
@@ -64,6 +66,13 @@ class Trainer:
                         optimizer=self.optimizer, rng=rng_state(self.np_rng, self.generator),
                         extra={"best_ergas": self.best_ergas})
         return path
+
+    def _init_weights(self, path: Path) -> None:
+        """Fine-tuning: the network starts from ``path``'s EMA weights; optimiser, step and RNGs start fresh."""
+        payload, stored = read_checkpoint(path)
+        if stored.to_dict()["model"] != self.cfg.to_dict()["model"]:
+            raise ConfigError("[model] differs from the config's; cannot initialise from it", str(path))
+        self.model.load_state_dict(payload["ema"])
 
     def resume(self, path: Path) -> None:
         """Restore everything from a checkpoint of a run with the same model and diffusion settings."""
@@ -114,7 +123,7 @@ class Trainer:
         noise = torch.randn(batch.lms.shape, generator=torch.Generator().manual_seed(0))
         dev = batch.to(self.device)
         fused_n = sample(self.ema.model, dev.lms, dev.pan, self.cfg.train.val_steps,
-                         noise=noise.to(self.device)).cpu()
+                         noise=noise.to(self.device), base=dev.base).cpu()
         sams, ergases, exp_ergases = [], [], []
         for i, crop in enumerate(crops):
             s = crop.scene.full_scale

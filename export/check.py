@@ -14,6 +14,7 @@ import torch
 
 from ddrf_runtime.backends import DenoiserLike
 from ddrf_runtime.datasets import Pair
+from ddrf_runtime.detail_base import residual_base
 from ddrf_runtime.sampler import sample_ddim
 from ddrf_runtime.schedule import ddim_timesteps
 from ddrf_runtime.wavelets import wavelet_condition
@@ -106,9 +107,10 @@ def sampling_diff(model: Denoiser, candidate: DenoiserLike, patch: Patch, steps:
     """Max |difference| of the normalised fused image after ``steps`` DDIM steps from the same noise."""
     spec = candidate.spec
     noise = np.random.default_rng(seed).standard_normal(patch.lms.shape, dtype=np.float32)  # (1, C, H, W)
+    base = residual_base(spec.target, patch.lms, patch.guide, spec.ratio)  # (1, C, H, W)
     with torch.inference_mode():
         fused_torch = sample(model, torch.from_numpy(patch.lms), torch.from_numpy(patch.guide), steps,
-                             noise=torch.from_numpy(noise)).numpy()
+                             noise=torch.from_numpy(noise), base=torch.from_numpy(base)).numpy()
     x0 = sample_ddim(candidate.conditioned(patch.cond, patch.wav), noise,
                      ddim_timesteps(spec.timesteps, steps), spec.alphas_cumprod())
-    return float(np.abs(spec.target.decode(x0, patch.lms) - fused_torch).max())
+    return float(np.abs(spec.target.decode(x0, base) - fused_torch).max())

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ddrf_runtime.errors import ConfigError, InputError
-from ddrf_runtime.tiling import TileGrid, pad_symmetric, tile_noise
+from ddrf_runtime.tiling import TileGrid, Window, pad_symmetric, tile_noise
 
 
 @st.composite
@@ -67,11 +67,11 @@ def test_small_scene_gets_one_rounded_tile_and_padding():
     grid = TileGrid(20, 1000, 256, 64, 16, 4, halo=3)
     assert grid.tile_shape == (32, 256) and grid.shape[0] == 1
     tile = grid.tiles[0]
-    assert tile.read.height == 20 and tile.pan_pad == ((0, 12), (0, 0))
-    pan = np.arange(20 * 256, dtype=np.float32).reshape(20, 256)
+    assert tile.read.height == 20 and tile.pan == Window(0, 0, 20, 268) and tile.pan_pad == ((12, 24), (12, 0))
+    pan = np.arange(20 * 268, dtype=np.float32).reshape(20, 268)
     padded = pad_symmetric(pan, tile.pan_pad)
-    assert padded.shape == (32, 256)
-    np.testing.assert_array_equal(padded[20:32], pan[::-1][:12])  # mirrored about the scene edge
+    assert padded.shape == (32 + 24, 256 + 24)  # the tile plus a 3-MS-pixel halo on each side
+    np.testing.assert_array_equal(padded[32:52, 12:], pan[::-1])  # mirrored about the scene edge
 
 
 def test_pad_symmetric_is_identity_without_padding():

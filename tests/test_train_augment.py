@@ -24,17 +24,20 @@ def test_off_returns_the_crops_and_draws_nothing():
     lms, pan, gt = _crops()
     rng = np.random.default_rng(1)
     state = rng.bit_generator.state
-    out = jitter(lms, pan, gt, RadiometricConfig(), rng)
-    assert all(a is b for a, b in zip(out, (lms, pan, gt)))
+    base = lms * 1.1
+    out = jitter(lms, pan, gt, base, RadiometricConfig(), rng)
+    assert all(a is b for a, b in zip(out, (lms, pan, gt, base)))
     assert rng.bit_generator.state == state
 
 
 def test_band_gain_scales_lms_and_gt_of_a_band_alike():
     lms, pan, gt = _crops()
-    jl, jp, jg = jitter(lms, pan, gt, RadiometricConfig(band_gain=0.3), np.random.default_rng(2))
+    base = lms * 1.1
+    jl, jp, jg, jb = jitter(lms, pan, gt, base, RadiometricConfig(band_gain=0.3), np.random.default_rng(2))
     factor = jl / lms  # (B, C, P, P): one factor per crop and band
     np.testing.assert_allclose(factor, factor[..., :1, :1] * np.ones_like(factor), rtol=1e-5)
     np.testing.assert_allclose(jg, gt * factor, rtol=1e-5)  # residual gt − lms scaled, not distorted
+    np.testing.assert_allclose(jb, base * factor, rtol=1e-5)  # so is the residual relative to the GLP base
     assert np.ptp(factor[:, :, 0, 0]) > 0.05 and np.all(np.abs(np.log(factor)) <= 0.3 + 1e-6)
     np.testing.assert_array_equal(jp, pan)  # the PAN is untouched by a per-band MS gain
 
@@ -42,14 +45,14 @@ def test_band_gain_scales_lms_and_gt_of_a_band_alike():
 def test_gain_and_pan_gain_and_noise_move_the_pan_relative_to_the_ms():
     lms, pan, gt = _crops()
     cfg = RadiometricConfig(gain=0.2, pan_gain=0.2)
-    jl, jp, _ = jitter(lms, pan, gt, cfg, np.random.default_rng(3))
+    jl, jp, _, _ = jitter(lms, pan, gt, lms, cfg, np.random.default_rng(3))
     ms_f, pan_f = (jl / lms)[:, 0, 0, 0], (jp / pan)[:, 0, 0, 0]
     assert not np.allclose(ms_f, pan_f)  # the PAN's own factor on top of the common gain
     assert np.all(np.abs(np.log(pan_f / ms_f)) <= 0.2 + 1e-6)
-    _, noisy, _ = jitter(lms, pan, gt, RadiometricConfig(pan_noise=0.05), np.random.default_rng(4))
+    _, noisy, _, _ = jitter(lms, pan, gt, lms, RadiometricConfig(pan_noise=0.05), np.random.default_rng(4))
     rel = (noisy - pan).std() / pan.mean()
     assert 0.03 < rel < 0.07
-    again = jitter(lms, pan, gt, cfg, np.random.default_rng(3))
+    again = jitter(lms, pan, gt, lms, cfg, np.random.default_rng(3))
     np.testing.assert_array_equal(again[1], jp)  # reproducible from the Generator
 
 

@@ -96,8 +96,8 @@ def test_last_timestep_oversampling():
 
 
 def test_loss_decreases_on_a_real_batch(data_dir):
-    pair = NormPair.from_pair(reduced_resolution("ge1", 4, Region("ge1", (0, 32), (0, 32)), 4))
     cfg = _cfg(timesteps=50)
+    pair = NormPair.from_pair(reduced_resolution("ge1", 4, Region("ge1", (0, 32), (0, 32)), 4), cfg.diffusion.target)
     batch = make_batch(*(a[None] for a in pair.crop(0, 0, 32)), cfg.diffusion.target)
     torch.manual_seed(0)
     model = build_denoiser(cfg)

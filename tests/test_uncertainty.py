@@ -149,7 +149,7 @@ def test_one_sample_is_exactly_the_first_of_sample_tiles(models):
     options = FuseOptions(steps=2, tile=32, overlap=8, bit_depth=11)
     grid = make_grid(den.spec, options, *pan.shape)
     tiles = grid.tiles[:3]
-    reads = [ms[t.ms.slices] for t in tiles], [pan[t.read.slices] for t in tiles]
+    reads = [ms[t.ms.slices] for t in tiles], [pan[t.pan.slices] for t in tiles]
     single = fuse_tiles(grid, tiles, *reads, den, options, scale=FS)
     assert single.shape == (3, 32, 32, 4)
     np.testing.assert_array_equal(single, sample_tiles(grid, tiles, *reads, den, options, scale=FS)[:, 0])

@@ -36,6 +36,7 @@ import torch
 
 import onnxruntime as ort  # after torch: with preload_dlls, ORT's CUDA provider uses torch's CUDA libraries
 
+from ddrf_runtime.detail_base import residual_base
 from ddrf_runtime.model_spec import METADATA_KEY, ModelSpec
 from ddrf_runtime.sampler import sample_ddim
 from ddrf_runtime.schedule import ddim_timesteps
@@ -330,22 +331,24 @@ class Bench:
         c = self.spec.num_bands
         noise = np.random.default_rng(0).standard_normal((cond.shape[0], c, tile, tile), dtype=np.float32)
         timesteps, alphas = ddim_timesteps(self.spec.timesteps, steps), self.spec.alphas_cumprod()
+        base = residual_base(self.spec.target, cond[:, :c], cond[:, c:], self.spec.ratio)  # (B, C, tile, tile)
         fused = {}
 
         def onnx_path(precision: str) -> Callable[[], np.ndarray]:
             path = self.args.inputs / ("model.onnx" if precision == "fp32" else "model.fp16.onnx")
             denoiser = Denoiser(path, self.device)
             return lambda: self.spec.target.decode(
-                sample_ddim(denoiser.conditioned(cond, wav), noise, timesteps, alphas), cond[:, :c])
+                sample_ddim(denoiser.conditioned(cond, wav), noise, timesteps, alphas), base)
 
         def torch_path(precision: str) -> Callable[[], np.ndarray]:
-            lms, guide, x = (torch.from_numpy(a).to(self.torch_device) for a in (cond[:, :c], cond[:, c:], noise))
+            lms, guide, x, b = (torch.from_numpy(a).to(self.torch_device)
+                                for a in (cond[:, :c], cond[:, c:], noise, base))
             autocast = (torch.autocast(self.device, dtype=torch.float16) if precision == "fp16"
                         else contextlib.nullcontext())
 
             def run() -> np.ndarray:
                 with autocast:
-                    return sample(self.model, lms, guide, steps, noise=x).float().cpu().numpy()
+                    return sample(self.model, lms, guide, steps, noise=x, base=b).float().cpu().numpy()
             return run
 
         for runtime, make in (("onnxruntime", onnx_path), ("torch", torch_path)):
