@@ -23,12 +23,13 @@ from ddrf_runtime.model_spec import METADATA_KEY, ModelSpec  # noqa: E402
 from ddrf_runtime.pipeline import FuseOptions, fuse_arrays  # noqa: E402
 from ddrf_runtime.scene import SceneConfig, fuse_scene  # noqa: E402
 from ddrf_runtime.session import Denoiser as OnnxDenoiser, Device  # noqa: E402
+from ddrf_runtime.target import Base  # noqa: E402
 from ddrf_train.backend import TorchDenoiser  # noqa: E402
 from ddrf_train.checkpoint import read_checkpoint, save_checkpoint  # noqa: E402
 from ddrf_train.config import load_config  # noqa: E402
 from ddrf_train.diffusion import build_denoiser  # noqa: E402
 from ddrf_train.spec import build_spec  # noqa: E402
-from export.check import CHECK_SIZES, call_diffs, real_patches  # noqa: E402
+from export.check import CHECK_SIZES, call_diffs, real_patches, sampling_diff  # noqa: E402
 from export.to_onnx import FP16_CALL_TOL, FP32_CALL_TOL, fp16_path, main, op_counts, ort_op_counts  # noqa: E402
 
 from .test_train_config import CONFIGS  # noqa: E402
@@ -287,3 +288,24 @@ def test_fp32_parity_at_the_runtime_tile_size(backends, patches):
     np.testing.assert_array_equal(tile.lms[:, :, :h, :w], base.lms)  # real pixels, mirrored beyond
     worst = max(diff for _, _, diff in call_diffs(*backends, [tile]))
     assert worst <= FP32_CALL_TOL, worst
+
+
+def test_glp_base_model_exports_checks_and_fuses_alike_in_both_backends(tmp_path, data_dir):
+    """The base travels in the metadata, and torch (reference sampler and backend) and ONNX add x0 to the same base."""
+    cfg = dataclasses.replace(CFG, diffusion=dataclasses.replace(CFG.diffusion, base=Base.GLP_RATIO)).validate()
+    torch.manual_seed(1)
+    model, ema = build_denoiser(cfg), build_denoiser(cfg)
+    with torch.no_grad():
+        for p in ema.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    ckpt, out = tmp_path / "glp.pt", tmp_path / "glp.onnx"
+    save_checkpoint(ckpt, config=cfg, model=model, ema=ema, step=4)
+    assert main([str(ckpt), "-o", str(out), "--threads", "1"]) == 0
+    dens = TorchDenoiser(ckpt, "cpu", 1), OnnxDenoiser(out, "cpu", 1)
+    assert dens[1].spec.target.base is Base.GLP_RATIO and dens[0].spec == dens[1].spec
+    patch = real_patches([reduced_resolution("ge1", 4, Region("ge1", (192, 256)), 4)], 16, [(64, 64)])[0]
+    assert sampling_diff(ema.eval(), dens[1], patch, steps=2) <= 1e-4  # the export's --check comparison
+    ms, pan, bits = _scene_crop()
+    options = FuseOptions(steps=2, tile=64, overlap=16, batch=3, bit_depth=bits)
+    fused = [fuse_arrays(ms, pan, den, options) for den in dens]
+    assert np.abs(fused[0] - fused[1]).max() / (2.0**bits - 1) <= 1e-3
