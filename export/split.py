@@ -77,12 +77,12 @@ def split_traces(model: Denoiser, example: tuple[torch.Tensor, ...], dims: dict[
         level_multiple = size_multiple * f.shape[2] // cond.shape[2]
         feature_dims.append({0: tiles, 2: level_multiple * height, 3: level_multiple * width})
     feature_dims += [{0: tiles} for _ in conditioning.contexts]  # (B, heads, d, d)
-    encoder = Trace(EncoderGraph(model), (cond, wav), list(ENCODER_INPUTS), names,
+    encoder = Trace(EncoderGraph(model).eval(), (cond, wav), list(ENCODER_INPUTS), names,
                     {"cond": dims["cond"], "wav": dims["wav"]})
     step_dims = {"x_t": {0: rows, 2: size_multiple * height, 3: size_multiple * width}, "t": {0: rows},
                  "features": tuple(feature_dims)}
     samples = 3  # rows ≠ tiles in the example, so the two batch axes stay apart
-    step = Trace(StepGraph(model, len(conditioning.styles)),
+    step = Trace(StepGraph(model, len(conditioning.styles)).eval(),
                  (x_t.repeat_interleave(samples, 0), t.repeat_interleave(samples, 0), features),
                  [*STEP_INPUTS, *names], [output_name], step_dims)
     return encoder, step
