@@ -329,7 +329,7 @@ def test_split_graphs_fuse_arrays_like_the_monolithic_graph(backends, split_deno
     ms, pan, bits = _scene_crop()
     options = FuseOptions(steps=2, samples=2, tile=64, overlap=16, batch=4, bit_depth=bits)
     mono, split = (fuse_arrays(ms, pan, den, options) for den in (backends[1], split_denoiser))
-    assert np.abs(mono - split).max() / (2.0**bits - 1) <= 1e-5  # normalised units
+    assert np.abs(mono - split).max() / (2.0**bits - 1) <= 2e-6  # normalised units (measured 2.4e-7)
 
 
 def test_a_stale_split_pair_is_ignored_with_a_warning(exported, tmp_path, caplog):
