@@ -4,7 +4,7 @@
 
 The model needs its split graphs beside it (``python -m export.to_onnx X.pt -o X.onnx --split``). Per call: the
 monolithic graph against the step graph on the demo scene's tiles (2×256², 1×512², and 4 samples of one 256²
-tile), plus the encoder's one-off cost per batch. End to end: ``fuse_arrays`` on the demo scene with
+and of one 512² tile), plus the encoder's one-off cost per batch. End to end: ``fuse_arrays`` on the demo scene with
 samples=4/steps=1 and samples=1/steps=5, monolithic against split, and the largest output difference. Each
 measurement is the best of ``--repeats`` (wall and process CPU time; monolithic and split alternate), because
 the machine is shared: the load average is recorded. Writes ``split.{md,json}``.
@@ -27,7 +27,7 @@ from ._fixtures import network_inputs, read_demo
 from ._report import environment, environment_lines, markdown_table, run_and_write, say
 
 NAME = "split"
-CALL_CASES = ((2, 1, 256), (1, 1, 512), (1, 4, 256))  # (tiles, samples per tile, tile side)
+CALL_CASES = ((2, 1, 256), (1, 1, 512), (1, 4, 256), (1, 4, 512))  # (tiles, samples per tile, tile side)
 FUSE_CASES = ((4, 1), (1, 5))  # (samples, steps)
 
 

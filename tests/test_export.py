@@ -346,3 +346,14 @@ def test_a_stale_split_pair_is_ignored_with_a_warning(exported, tmp_path, caplog
         den = OnnxDenoiser(model, "cpu", 1)
     assert den.versions["model_graphs"] == "monolithic"
     assert "not using m.cond.onnx and m.step.onnx: its metadata differs" in caplog.text
+
+
+def test_split_graphs_through_io_binding(split_denoiser):
+    """The CUDA path's binding of the encoder's outputs into the step graph, exercised on CPU memory."""
+    c, k = CFG.model.bands, CFG.model.guide_bands
+    rng = np.random.default_rng(3)
+    cond, wav = rng.random((2, c + k, 64, 64), np.float32), rng.random((2, c + 3 * k, 32, 32), np.float32)
+    bound, plain = split_denoiser._conditioned(cond, wav, 2, bind="cpu"), split_denoiser.conditioned(cond, wav, 2)
+    for t in (49, 0):  # the x_t buffer is updated in place between steps
+        x_t = rng.standard_normal((4, c, 64, 64), np.float32)
+        np.testing.assert_array_equal(bound(x_t, t), plain(x_t, t))
