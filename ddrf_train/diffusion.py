@@ -151,12 +151,11 @@ def sample(model: Denoiser, lms: torch.Tensor, pan: torch.Tensor, steps: int,
     with torch.inference_mode():
         cond, wav = condition_inputs(lms, pan)
         x = noise if noise is not None else torch.randn(lms.shape, generator=generator).to(lms)
-        conditioning = model.encode(cond, wav)  # once for all steps
         prev: list[torch.Tensor | None] = [None]  # self-conditioning: the previous step's x0̂
 
         def denoise(x_t: torch.Tensor, t: int) -> torch.Tensor:
             tt = torch.full((x_t.shape[0],), t, dtype=torch.int64, device=x_t.device)
-            prev[0] = model.step(x_t, tt, conditioning, prev[0] if cfg.self_condition else None)
+            prev[0] = model(x_t, tt, cond, wav, prev[0] if cfg.self_condition else None)
             return prev[0]
 
         ab = alphas_cumprod(cfg.schedule, cfg.timesteps, cfg.schedule_offset)
