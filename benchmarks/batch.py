@@ -123,8 +123,8 @@ class _TimedDenoiser:
         self._inner, self.seconds, self.cpu_seconds = inner, 0.0, 0.0
         self.spec, self.providers_used, self.versions = inner.spec, inner.providers_used, inner.versions
 
-    def conditioned(self, cond: np.ndarray, wav: np.ndarray):
-        denoise = self._inner.conditioned(cond, wav)
+    def conditioned(self, cond: np.ndarray, wav: np.ndarray, samples: int = 1):
+        denoise = self._inner.conditioned(cond, wav, samples)
 
         def timed(x_t: np.ndarray, t: int) -> np.ndarray:
             t0, c0 = time.perf_counter(), time.process_time()

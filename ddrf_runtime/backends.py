@@ -1,6 +1,6 @@
 """Which network runs the denoising steps: the exported ONNX graph, or (for comparison) the PyTorch checkpoint.
 
-Both present the same small interface — ``.spec`` (ModelSpec) and ``.conditioned(cond, wav) -> denoise(x_t, t)``
+Both present the same small interface — ``.spec`` (ModelSpec) and ``.conditioned(cond, wav, samples) -> denoise(x_t, t)``
 — so tiling, sampling and I/O are shared and a benchmark of the two differs in the network alone. The torch
 backend lives in ``ddrf_train`` and is imported by name only when asked for: the runtime never imports torch.
 """
@@ -30,7 +30,7 @@ class DenoiserLike(Protocol):
     providers_used: tuple[str, ...]
     versions: dict[str, str]
 
-    def conditioned(self, cond: np.ndarray, wav: np.ndarray) -> DenoiseFn: ...
+    def conditioned(self, cond: np.ndarray, wav: np.ndarray, samples: int = 1) -> DenoiseFn: ...
 
 
 def load_denoiser(path: str | os.PathLike, backend: Backend = Backend.ONNX, device: Device = Device.AUTO,

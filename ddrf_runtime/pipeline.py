@@ -164,13 +164,11 @@ def sample_batch(batch: BatchInputs, denoiser: DenoiserLike, options: FuseOption
     timesteps = ddim_timesteps(spec.timesteps, options.num_steps(spec))
     c, n_s, n = spec.num_bands, options.samples, len(batch.tiles)
     th, tw = batch.cond.shape[2:]
-    cond, wav, base = batch.cond, batch.wav, batch.base
-    if n_s > 1:  # every sample of a tile shares its condition
-        cond, wav, base = (np.repeat(a, n_s, axis=0) for a in (cond, wav, base))  # (B·N, ...)
     advance = None if progress is None else (lambda *_: progress.update(n))  # per network call
-    x0 = sample_ddim(denoiser.conditioned(cond, wav), batch.noise, timesteps, spec.alphas_cumprod(),
-                     callback=advance, eta=options.eta,
+    x0 = sample_ddim(denoiser.conditioned(batch.cond, batch.wav, samples=n_s), batch.noise, timesteps,
+                     spec.alphas_cumprod(), callback=advance, eta=options.eta,
                      noise=lambda step: _sample_noise(options, batch.tiles, (c, th, tw), step + 1))
+    base = np.repeat(batch.base, n_s, axis=0)  # (B·N, C, th, tw): every sample of a tile shares it
     fused = spec.target.decode(x0, base) * np.float32(scale)  # (B·N, C, th, tw)
     return np.clip(fused, 0.0, scale).reshape(n, n_s, c, th, tw).transpose(0, 1, 3, 4, 2)  # (B, N, th, tw, C)
 

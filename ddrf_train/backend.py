@@ -57,15 +57,18 @@ class TorchDenoiser:
     def _tensor(self, x: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
 
-    def conditioned(self, cond: np.ndarray, wav: np.ndarray) -> DenoiseFn:
-        """``denoise(x_t, t)`` for one batch: cond (B, C+k, H, W) and wav (B, C+3k, H/2, W/2) go to the device once."""
-        cond_t, wav_t = self._tensor(cond), self._tensor(wav)
-        batch = cond.shape[0]
+    def conditioned(self, cond: np.ndarray, wav: np.ndarray, samples: int = 1) -> DenoiseFn:
+        """``denoise(x_t, t)`` for B tiles: cond (B, C+k, H, W) and wav (B, C+3k, H/2, W/2) are encoded once; x_t
+        (B·N, C, H, W) holds ``samples`` = N rows per tile (``session.Denoiser.conditioned``)."""
+        self._apply_threads()
+        with torch.inference_mode():
+            conditioning = self.model.encode(self._tensor(cond), self._tensor(wav))
+        rows = cond.shape[0] * samples
 
         def run(x_t: np.ndarray, t: int) -> np.ndarray:
             self._apply_threads()
             with torch.inference_mode():
-                tt = torch.full((batch,), int(t), dtype=torch.int64, device=self.device)  # (B,) original index
-                x0 = self.model(self._tensor(x_t), tt, cond_t, wav_t)  # (B, C, H, W)
+                tt = torch.full((rows,), int(t), dtype=torch.int64, device=self.device)  # (B·N,) original index
+                x0 = self.model.step(self._tensor(x_t), tt, conditioning)  # (B·N, C, H, W)
             return x0.cpu().numpy()
         return run

@@ -19,7 +19,7 @@ from ddrf_runtime.target import Base
 
 from .config import DiffusionConfig, ExperimentConfig, Formulation, UNetConfig
 from .dwt import wavelet_condition
-from .model import DDRFUNet
+from .model import Conditioning, DDRFUNet
 
 
 class Denoiser(nn.Module):
@@ -45,15 +45,20 @@ class Denoiser(nn.Module):
 
     def raw(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, wav: torch.Tensor,
             x_self: torch.Tensor | None = None) -> torch.Tensor:
-        """The network output in objective space (x0, ε or v), (B, C, H, W).
+        """The network output in objective space (x0, ε or v), (B, C, H, W)."""
+        return self.raw_step(x_t, t, self.encode(cond, wav), x_self)
+
+    def raw_step(self, x_t: torch.Tensor, t: torch.Tensor, conditioning: Conditioning,
+                 x_self: torch.Tensor | None = None) -> torch.Tensor:
+        """``raw`` from encoded conditions; x_t (B·N, C, H, W) holds N samples of each encoded tile.
 
         A regressor sees neither noise nor timestep: x_t is replaced by zeros and t by T−1, so every
         sampler (any steps, any noise) returns its single prediction.
         """
         if self.diffusion_cfg.formulation is Formulation.REGRESSION:
-            x_t = torch.zeros_like(x_t)  # (B, C, H, W)
-            t = torch.full_like(t, self.diffusion_cfg.timesteps - 1)  # (B,)
-        return self.net(x_t, t, cond, wav, x_self)
+            x_t = torch.zeros_like(x_t)  # (B·N, C, H, W)
+            t = torch.full_like(t, self.diffusion_cfg.timesteps - 1)  # (B·N,)
+        return self.net.step(x_t, t, conditioning, x_self)
 
     def to_x0(self, out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         objective = self.diffusion_cfg.objective
@@ -64,9 +69,19 @@ class Denoiser(nn.Module):
             return (x_t - s1 * out) / s0
         return s0 * x_t - s1 * out  # v = √ᾱ ε − √(1−ᾱ) x0
 
+    def encode(self, cond: torch.Tensor, wav: torch.Tensor) -> Conditioning:
+        """cond (B, C+k, H, W), wav (B, C+3k, H/2, W/2) → what every later ``step`` of these tiles reuses."""
+        return self.net.encode(cond, wav)
+
+    def step(self, x_t: torch.Tensor, t: torch.Tensor, conditioning: Conditioning,
+             x_self: torch.Tensor | None = None) -> torch.Tensor:
+        """x0̂ (B·N, C, H, W) for x_t (B·N, C, H, W), t (B·N,): N samples per encoded tile, sample s of tile i
+        at row i·N + s. ``step(x_t, t, encode(cond, wav))`` is ``forward(x_t, t, cond, wav)``."""
+        return self.to_x0(self.raw_step(x_t, t, conditioning, x_self), x_t, t)
+
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, wav: torch.Tensor,
                 x_self: torch.Tensor | None = None) -> torch.Tensor:
-        return self.to_x0(self.raw(x_t, t, cond, wav, x_self), x_t, t)  # (B, C, H, W)
+        return self.step(x_t, t, self.encode(cond, wav), x_self)  # (B, C, H, W)
 
 
 def build_denoiser(cfg: ExperimentConfig) -> Denoiser:

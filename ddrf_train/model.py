@@ -7,6 +7,7 @@ linear-memory (decoder) or ``F.scaled_dot_product_attention`` on 4-D tensors (lo
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -41,8 +42,17 @@ class TimeEmbedding(nn.Module):
         return self.mlp(torch.cat([torch.sin(arg), torch.cos(arg)], dim=1))  # (B, dim)
 
 
+def per_tile(rows: torch.Tensor, tiles: int) -> torch.Tensor:
+    """(B·N, ...) → (B, N, ...): the N sample rows of each tile side by side (sample s of tile i is row i·N + s),
+    so a tile's conditioning features, unsqueezed to (B, 1, ...), broadcast over its samples without a copy."""
+    return rows.unflatten(0, (tiles, -1))
+
+
 class StyleModulation(nn.Module):
-    """cat[lms, pan] at the block's resolution → per-pixel (γ, β); h ↦ h·(1+γ)+β."""
+    """cat[lms, pan] at the block's resolution → per-pixel (γ, β); h ↦ h·(1+γ)+β.
+
+    ``forward`` sees the condition only (run once per tile by ``DDRFUNet.encode``); ``modulate`` applies it.
+    """
 
     def __init__(self, cond_ch: int, hidden: int, ch: int) -> None:
         super().__init__()
@@ -50,21 +60,29 @@ class StyleModulation(nn.Module):
         self.norm = _norm(hidden)
         self.out = _zero(nn.Conv2d(hidden, 2 * ch, 1))
 
-    def forward(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        gamma, beta = self.out(F.silu(self.norm(self.conv(cond)))).chunk(2, dim=1)  # (B, ch, h, w) each
-        return h * (1.0 + gamma) + beta
+    def forward(self, cond: torch.Tensor) -> torch.Tensor:
+        return self.out(F.silu(self.norm(self.conv(cond))))  # (B, 2·ch, h, w): γ then β
+
+    @staticmethod
+    def modulate(h: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        """h (B·N, ch, h, w) with its tiles' style (B, 2·ch, h, w) → (B·N, ch, h, w)."""
+        gamma, beta = style[:, None].chunk(2, dim=2)  # (B, 1, ch, h, w) each
+        return (per_tile(h, style.shape[0]) * (1.0 + gamma) + beta).flatten(0, 1)
 
 
-def linear_cross_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Efficient attention (Shen et al.): memory linear in positions, never an N×M matrix.
+def attention_context(k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """The key/value half of efficient attention (Shen et al.): k (B, h, d, M), v (B, h, e, M) → the per-head
+    context softmax_M(k)·vᵀ, (B, h, d, e). It does not depend on the queries."""
+    return k.softmax(dim=3) @ v.transpose(2, 3)  # (B, h, d, e)
 
-    q (B, h, d, N), k (B, h, d, M), v (B, h, e, M) → (B, h, e, N). q is softmax-normalised over its
-    head dimension, k over positions; the per-head context kᵀv is only d×e.
+
+def attend(q: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    """The query half: q (B·N, h, d, P) against its tiles' contexts (B, h, d, e) → (B·N, h, e, P).
+
+    q is softmax-normalised over its head dimension; memory stays linear in positions (never a P×M matrix).
     """
-    q = q.softmax(dim=2)
-    k = k.softmax(dim=3)
-    context = k @ v.transpose(2, 3)  # (B, h, d, e)
-    return context.transpose(2, 3) @ q  # (B, h, e, N)
+    q = per_tile(q.softmax(dim=2), context.shape[0])  # (B, N, h, d, P)
+    return (context.transpose(2, 3)[:, None] @ q).flatten(0, 1)  # (B·N, h, e, P)
 
 
 class WaveletCrossAttention(nn.Module):
@@ -77,13 +95,19 @@ class WaveletCrossAttention(nn.Module):
         self.kv = nn.Conv2d(wav_ch, 2 * ch, 1)
         self.proj = _zero(nn.Conv2d(ch, ch, 1))
 
-    def forward(self, hn: torch.Tensor, wav: torch.Tensor) -> torch.Tensor:
-        b, c, hh, ww = hn.shape
-        q = self.q(hn).reshape(b, self.heads, c // self.heads, hh * ww)  # (B, h, d, N)
+    def context(self, wav: torch.Tensor) -> torch.Tensor:
+        """wav (B, C+3k, h, w) → the per-head context (B, heads, d, d): the condition's whole contribution."""
         k, v = self.kv(wav).flatten(2).chunk(2, dim=1)  # (B, C, M) each
+        b, c = k.shape[:2]
         k = k.reshape(b, self.heads, c // self.heads, -1)  # (B, h, d, M)
         v = v.reshape(b, self.heads, c // self.heads, -1)  # (B, h, d, M)
-        out = linear_cross_attention(q, k, v).reshape(b, c, hh, ww)  # (B, C, H, W)
+        return attention_context(k, v)
+
+    def forward(self, hn: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """hn (B·N, C, H, W) with its tiles' ``context`` → (B·N, C, H, W)."""
+        b, c, hh, ww = hn.shape
+        q = self.q(hn).reshape(b, self.heads, c // self.heads, hh * ww)  # (B·N, h, d, P)
+        out = attend(q, context).reshape(b, c, hh, ww)  # (B·N, C, H, W)
         return self.proj(out)
 
 
@@ -120,9 +144,10 @@ class EncoderBlock(nn.Module):
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
 
-    def forward(self, x: torch.Tensor, temb: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x))) + self.temb(temb)[:, :, None, None]  # (B, cout, H, W)
-        h = self.conv2(F.silu(self.style(self.norm2(h), cond)))
+    def forward(self, x: torch.Tensor, temb: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        """x (B·N, cin, H, W), temb (B·N, time_dim), style = ``self.style(cond)`` (B, 2·cout, H, W)."""
+        h = self.conv1(F.silu(self.norm1(x))) + self.temb(temb)[:, :, None, None]  # (B·N, cout, H, W)
+        h = self.conv2(F.silu(StyleModulation.modulate(self.norm2(h), style)))
         return h + self.skip(x)
 
 
@@ -142,10 +167,11 @@ class DecoderBlock(nn.Module):
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
 
-    def forward(self, x: torch.Tensor, temb: torch.Tensor, wav: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x))) + self.temb(temb)[:, :, None, None]  # (B, cout, H, W)
+    def forward(self, x: torch.Tensor, temb: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+        """x (B·N, cin, H, W), temb (B·N, time_dim), context = ``self.attn.context(wav)`` (None without wavelets)."""
+        h = self.conv1(F.silu(self.norm1(x))) + self.temb(temb)[:, :, None, None]  # (B·N, cout, H, W)
         if self.wavelet:
-            h = h + self.attn(self.norm_attn(h), wav)
+            h = h + self.attn(self.norm_attn(h), context)
         h = self.conv2(F.silu(self.norm2(h)))
         return h + self.skip(x)
 
@@ -161,6 +187,13 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
+class Conditioning(NamedTuple):
+    """What a batch of B tiles' conditions contribute to every network call (``DDRFUNet.encode``), in call order."""
+
+    styles: tuple[torch.Tensor, ...]  # per encoder block, then mid1, mid2: (B, 2·ch, H/2^i, W/2^i), γ then β
+    contexts: tuple[torch.Tensor, ...]  # per decoder block with wavelet attention: (B, heads, d, d)
+
+
 class DDRFUNet(nn.Module):
     """Raw network: (x_t, t, cond, wav[, x_self]) → the objective's prediction, (B, C, H, W).
 
@@ -169,6 +202,9 @@ class DDRFUNet(nn.Module):
     decoder block through linear-memory cross-attention. Levels 0 and 1 both read ``wav`` at H/2: the
     attention context is a global d×d sum with pointwise keys/values, which nearest upsampling
     would leave unchanged.
+
+    Neither path depends on x_t or t, so ``forward`` is ``step(x_t, t, encode(cond, wav))``: a sampler that
+    calls the network several times per tile (steps, or N samples as B·N rows) encodes the condition once.
     """
 
     def __init__(self, cfg: UNetConfig, self_condition: bool = False) -> None:
@@ -212,38 +248,53 @@ class DDRFUNet(nn.Module):
         self.out_norm = _norm(ch)
         self.out = _zero(nn.Conv2d(ch, cfg.bands, 3, padding=1))
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, wav: torch.Tensor,
-                x_self: torch.Tensor | None = None) -> torch.Tensor:
+    def encode(self, cond: torch.Tensor, wav: torch.Tensor) -> Conditioning:
+        """Everything the condition contributes to a call, (B, ...) per tile: run once for all steps and samples."""
         levels = self.cfg.levels
-        temb = F.silu(self.time(t))  # (B, time_dim)
         conds = [cond]  # level i: (B, C+k, H/2^i, W/2^i)
         for _ in range(levels - 1):
             conds.append(F.avg_pool2d(conds[-1], 2))
         wavs = [wav, wav]  # level i ≥ 1: (B, C+3k, H/2^i, W/2^i)
         for _ in range(levels - 2):
             wavs.append(F.avg_pool2d(wavs[-1], 2))
+        styles = [block.style(conds[i]) for i, blocks in enumerate(self.enc) for block in blocks]
+        styles += [self.mid1.style(conds[-1]), self.mid2.style(conds[-1])]
+        contexts = [block.attn.context(wavs[levels - 1 - j]) for j, blocks in enumerate(self.dec)
+                    for block in blocks if block.wavelet]
+        return Conditioning(tuple(styles), tuple(contexts))
 
+    def step(self, x_t: torch.Tensor, t: torch.Tensor, conditioning: Conditioning,
+             x_self: torch.Tensor | None = None) -> torch.Tensor:
+        """x_t (B·N, C, H, W) and t (B·N,) for N samples of each of the B tiles ``conditioning`` was encoded from
+        (sample s of tile i at row i·N + s) → (B·N, C, H, W)."""
+        levels = self.cfg.levels
+        styles, contexts = iter(conditioning.styles), iter(conditioning.contexts)
+        temb = F.silu(self.time(t))  # (B·N, time_dim)
         if self.self_condition:
             x_t = torch.cat([x_t, torch.zeros_like(x_t) if x_self is None else x_self], dim=1)
-        h = self.stem(x_t)  # (B, ch0, H, W)
+        h = self.stem(x_t)  # (B·N, ch0, H, W)
         skips: list[list[torch.Tensor]] = [[h]]
         for i, blocks in enumerate(self.enc):
             for block in blocks:
-                h = block(h, temb, conds[i])
+                h = block(h, temb, next(styles))
                 skips[i].append(h)
             if i + 1 < levels:
-                h = self.down[i](h)  # (B, ch_i, H/2^(i+1), W/2^(i+1))
+                h = self.down[i](h)  # (B·N, ch_i, H/2^(i+1), W/2^(i+1))
                 skips.append([h])
 
-        h = self.mid2(self.mid_attn(self.mid1(h, temb, conds[-1])), temb, conds[-1])
+        h = self.mid2(self.mid_attn(self.mid1(h, temb, next(styles))), temb, next(styles))
 
         for j, blocks in enumerate(self.dec):
             i = levels - 1 - j
             for block, s in zip(blocks, reversed(skips[i][-self.cfg.dec_blocks:])):
-                h = block(torch.cat([h, s], dim=1), temb, wavs[i])
+                h = block(torch.cat([h, s], dim=1), temb, next(contexts) if block.wavelet else None)
             if i > 0:
-                h = self.up[j](h)  # (B, ch_i, H/2^(i-1), W/2^(i-1))
-        return self.out(F.silu(self.out_norm(h)))  # (B, C, H, W)
+                h = self.up[j](h)  # (B·N, ch_i, H/2^(i-1), W/2^(i-1))
+        return self.out(F.silu(self.out_norm(h)))  # (B·N, C, H, W)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, wav: torch.Tensor,
+                x_self: torch.Tensor | None = None) -> torch.Tensor:
+        return self.step(x_t, t, self.encode(cond, wav), x_self)  # (B, C, H, W)
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -91,15 +91,16 @@ def tile_patch(patches: Sequence[Patch], side: int) -> Patch:
 
 
 def call_diffs(reference: DenoiserLike, candidate: DenoiserLike, patches: Sequence[Patch],
-               seed: int = 0) -> Iterator[tuple[str, int, float]]:
-    """(patch label, t, max |x0 difference|) for every patch at t = T−1, T/2 and 0, from the same seeded x_t."""
+               seed: int = 0, samples: int = 1) -> Iterator[tuple[str, int, float]]:
+    """(patch label, t, max |x0 difference|) for every patch at t = T−1, T/2 and 0, from the same seeded x_t
+    (``samples`` rows of x_t per patch)."""
     timesteps = reference.spec.timesteps
     rng = np.random.default_rng(seed)
     for patch in patches:
         cond, wav = patch.cond, patch.wav
-        ref, cand = reference.conditioned(cond, wav), candidate.conditioned(cond, wav)
+        ref, cand = reference.conditioned(cond, wav, samples), candidate.conditioned(cond, wav, samples)
         for t in sorted({timesteps - 1, timesteps // 2, 0}, reverse=True):
-            x_t = rng.standard_normal(patch.lms.shape, dtype=np.float32)  # (1, C, H, W)
+            x_t = rng.standard_normal((samples, *patch.lms.shape[1:]), dtype=np.float32)  # (N, C, H, W)
             yield patch.label, t, float(np.abs(ref(x_t, t) - cand(x_t, t)).max())
 
 

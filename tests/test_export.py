@@ -22,7 +22,7 @@ from ddrf_runtime.datasets import Region, load_scene, reduced_resolution  # noqa
 from ddrf_runtime.model_spec import METADATA_KEY, ModelSpec  # noqa: E402
 from ddrf_runtime.pipeline import FuseOptions, fuse_arrays  # noqa: E402
 from ddrf_runtime.scene import SceneConfig, fuse_scene  # noqa: E402
-from ddrf_runtime.session import Denoiser as OnnxDenoiser, Device  # noqa: E402
+from ddrf_runtime.session import Denoiser as OnnxDenoiser, Device, split_paths  # noqa: E402
 from ddrf_runtime.target import Base  # noqa: E402
 from ddrf_train.backend import TorchDenoiser  # noqa: E402
 from ddrf_train.checkpoint import read_checkpoint, save_checkpoint  # noqa: E402
@@ -30,7 +30,8 @@ from ddrf_train.config import load_config  # noqa: E402
 from ddrf_train.diffusion import build_denoiser  # noqa: E402
 from ddrf_train.spec import build_spec  # noqa: E402
 from export.check import CHECK_SIZES, call_diffs, real_patches, sampling_diff  # noqa: E402
-from export.to_onnx import FP16_CALL_TOL, FP32_CALL_TOL, fp16_path, main, op_counts, ort_op_counts  # noqa: E402
+from export.to_onnx import (FP16_CALL_TOL, FP32_CALL_TOL, SPLIT_CALL_TOL, fp16_path, main, op_counts,  # noqa: E402
+                            ort_op_counts)
 
 from .test_train_config import CONFIGS  # noqa: E402
 
@@ -52,7 +53,8 @@ def _restore_torch_threads():
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """(checkpoint, fp32 .onnx, fp16 .onnx) of a tiny randomised model, exported through the CLI."""
+    """(checkpoint, fp32 .onnx, fp16 .onnx) of a tiny randomised model, exported through the CLI with the split
+    graphs beside each (the runtime takes them unless told ``split=False``)."""
     d = tmp_path_factory.mktemp("export")
     torch.manual_seed(0)
     model, ema = build_denoiser(CFG), build_denoiser(CFG)
@@ -62,14 +64,14 @@ def exported(tmp_path_factory):
     ckpt = d / "tiny.pt"
     save_checkpoint(ckpt, config=CFG, model=model, ema=ema, step=4)
     out = d / "tiny.onnx"
-    assert main([str(ckpt), "-o", str(out), "--fp16", "--default-steps", "3", "--threads", "1"]) == 0
+    assert main([str(ckpt), "-o", str(out), "--fp16", "--split", "--default-steps", "3", "--threads", "1"]) == 0
     return ckpt, out, fp16_path(out)
 
 
 @pytest.fixture(scope="module")
 def backends(exported):
     ckpt, out, _ = exported
-    return TorchDenoiser(ckpt, "cpu", 1), OnnxDenoiser(out, "cpu", 1)
+    return TorchDenoiser(ckpt, "cpu", 1), OnnxDenoiser(out, "cpu", 1, split=False)
 
 
 @pytest.fixture(scope="module")
@@ -92,9 +94,16 @@ def test_graph_has_fused_attention_and_softmax_only_in_cross_attention(exported)
     assert counts["Attention"] >= 1 and counts["GroupNormalization"] == 0
     attention = [_scopes(n) for n in graph.graph.node if n.op_type == "Attention"]
     assert all("mid_attn" in s for s in attention)
-    softmax = [_scopes(n) for n in graph.graph.node if n.op_type == "Softmax"]
-    assert softmax and all(re.search(r"net\.dec\.\d+\.\d+\.attn'", s) for s in softmax)  # q and k of each block
-    assert len(softmax) == 2 * CFG.model.dec_blocks * CFG.model.levels
+    blocks = CFG.model.dec_blocks * CFG.model.levels
+    queries = r"net\.dec\.\d+\.\d+\.attn'"  # the query softmax of each block's cross-attention
+
+    def softmax(g):
+        return [_scopes(n) for n in g.graph.node if n.op_type == "Softmax"]
+    assert len(softmax(graph)) == 2 * blocks and sum(bool(re.search(queries, s)) for s in softmax(graph)) == blocks
+    # The split graphs: the key softmax of every block runs once per tile in the encoder, the query one per step.
+    encoder, step = (onnx.load(p) for p in split_paths(out))
+    assert len(softmax(encoder)) == blocks and "Attention" not in op_counts(encoder)  # self-attention sees x_t
+    assert len(softmax(step)) == blocks and all(re.search(queries, s) for s in softmax(step))
     runtime = ort_op_counts(out, 1)  # what ONNX Runtime really runs after its own rewrites
     assert runtime["Attention"] >= 1 and not any(k.endswith("GroupNormalization") for k in runtime)
 
@@ -232,13 +241,14 @@ def _placement() -> dict:
     return json.loads((Path(__file__).resolve().parents[1] / "export" / "cuda_ops.json").read_text())
 
 
+@pytest.mark.parametrize("part", [0, 1, 2], ids=["monolithic", "cond", "step"])
 @pytest.mark.parametrize("artifact", [1, 2], ids=["fp32", "fp16"])
-def test_every_exported_op_runs_on_the_cuda_provider(exported, artifact):
+def test_every_exported_op_runs_on_the_cuda_provider(exported, artifact, part):
     """The op set measured on a GPU (export/cuda_ops.json): an op ONNX Runtime ran on its CPU EP inside a CUDA
     session (InstanceNormalization: 88 host round trips per call) must never come back, and a new op type
     must be placed on a device before it ships."""
     placement = _placement()
-    ops = set(op_counts(onnx.load(exported[artifact])))
+    ops = set(op_counts(onnx.load([exported[artifact], *split_paths(exported[artifact])][part])))
     on_cpu = ops & set(placement["cpu"])
     unknown = ops - set(placement["cuda"]) - set(placement["cuda_expected"])
     assert not on_cpu, f"ops that ran on the CPU EP of a CUDA session: {sorted(on_cpu)}"
@@ -288,6 +298,66 @@ def test_fp32_parity_at_the_runtime_tile_size(backends, patches):
     np.testing.assert_array_equal(tile.lms[:, :, :h, :w], base.lms)  # real pixels, mirrored beyond
     worst = max(diff for _, _, diff in call_diffs(*backends, [tile]))
     assert worst <= FP32_CALL_TOL, worst
+
+
+@pytest.fixture(scope="module")
+def split_denoiser(exported):
+    den = OnnxDenoiser(exported[1], "cpu", 1)
+    assert den.versions["model_graphs"] == "split (cond + step)"
+    return den
+
+
+@pytest.mark.parametrize("tiles, samples, rows, cols", [(1, 1, 64, 64), (2, 3, 96, 128)])
+def test_split_graphs_equal_the_monolithic_graph(backends, split_denoiser, tiles, samples, rows, cols):
+    """Encoder once + step graph on B·N rows (sample s of tile i at row i·N + s) against the monolithic graph fed
+    each tile's condition N times, and against PyTorch's own split."""
+    torch_den, onnx_den = backends
+    c, k = CFG.model.bands, CFG.model.guide_bands
+    rng = np.random.default_rng(tiles)
+    cond = rng.random((tiles, c + k, rows, cols), np.float32)
+    wav = rng.random((tiles, c + 3 * k, rows // 2, cols // 2), np.float32)
+    split = split_denoiser.conditioned(cond, wav, samples)
+    for t in (49, 0):
+        x_t = rng.standard_normal((tiles * samples, c, rows, cols), np.float32)
+        got = split(x_t, t)
+        mono = onnx_den(x_t, t, np.repeat(cond, samples, 0), np.repeat(wav, samples, 0))
+        assert got.shape == x_t.shape and np.abs(got - mono).max() <= SPLIT_CALL_TOL["fp32"]
+        assert np.abs(got - torch_den.conditioned(cond, wav, samples)(x_t, t)).max() <= FP32_CALL_TOL
+
+
+def test_split_graphs_fuse_arrays_like_the_monolithic_graph(backends, split_denoiser, data_dir):
+    """Several samples and steps through the runtime: the split pair changes the arithmetic, not the image."""
+    ms, pan, bits = _scene_crop()
+    options = FuseOptions(steps=2, samples=2, tile=64, overlap=16, batch=4, bit_depth=bits)
+    mono, split = (fuse_arrays(ms, pan, den, options) for den in (backends[1], split_denoiser))
+    assert np.abs(mono - split).max() / (2.0**bits - 1) <= 2e-6  # normalised units (measured 2.4e-7)
+
+
+def test_a_stale_split_pair_is_ignored_with_a_warning(exported, tmp_path, caplog):
+    """Split graphs from another export (other metadata) must not stand in for the model beside them."""
+    _, out, _ = exported
+    model = tmp_path / "m.onnx"
+    model.write_bytes(out.read_bytes())
+    for src, dst in zip(split_paths(out), split_paths(model)):
+        graph = onnx.load(src)
+        stale = ModelSpec.from_json(next(p.value for p in graph.metadata_props if p.key == METADATA_KEY))
+        onnx.helper.set_model_props(graph, {METADATA_KEY: dataclasses.replace(stale, default_steps=7).to_json()})
+        onnx.save(graph, dst)
+    with caplog.at_level("WARNING", logger="ddrf_runtime.session"):
+        den = OnnxDenoiser(model, "cpu", 1)
+    assert den.versions["model_graphs"] == "monolithic"
+    assert "not using m.cond.onnx and m.step.onnx: its metadata differs" in caplog.text
+
+
+def test_split_graphs_through_io_binding(split_denoiser):
+    """The CUDA path's binding of the encoder's outputs into the step graph, exercised on CPU memory."""
+    c, k = CFG.model.bands, CFG.model.guide_bands
+    rng = np.random.default_rng(3)
+    cond, wav = rng.random((2, c + k, 64, 64), np.float32), rng.random((2, c + 3 * k, 32, 32), np.float32)
+    bound, plain = split_denoiser._conditioned(cond, wav, 2, bind="cpu"), split_denoiser.conditioned(cond, wav, 2)
+    for t in (49, 0):  # the x_t buffer is updated in place between steps
+        x_t = rng.standard_normal((4, c, 64, 64), np.float32)
+        np.testing.assert_array_equal(bound(x_t, t), plain(x_t, t))
 
 
 def test_glp_base_model_exports_checks_and_fuses_alike_in_both_backends(tmp_path, data_dir):

@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch")
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 from ddrf_train.config import UNET_PRESETS, UNetConfig  # noqa: E402
-from ddrf_train.model import DDRFUNet, DecoderBlock, linear_cross_attention  # noqa: E402
+from ddrf_train.model import DDRFUNet, DecoderBlock, attend, attention_context  # noqa: E402
 
 FOUR_LEVELS = UNetConfig(width=8, channel_mults=(1, 2, 2, 4), enc_blocks=1, dec_blocks=2, heads=2, time_dim=16,
                          mod_hidden=8)
@@ -80,14 +80,39 @@ def test_wavelet_cross_attention_never_builds_an_n_by_m_matrix():
     h, w = 64, 64  # N = 4096 query positions, M = 1024 wavelet positions
     x, temb, wav = torch.randn(1, 16, h, w), torch.randn(1, cfg.time_dim), torch.randn(1, cfg.wav_channels, 32, 32)
     with _Sizes() as sizes:
-        block(x, temb, wav).sum().backward()
+        block(x, temb, block.attn.context(wav)).sum().backward()
     assert sizes.largest <= 16 * h * w * 9  # im2col-sized at most; N·M would be 4.2 M
     assert sizes.largest < (h * w) * (32 * 32) // 4
 
 
 def test_linear_cross_attention_is_normalised_attention():
     q, k, v = torch.randn(2, 3, 4, 10), torch.randn(2, 3, 4, 7), torch.randn(2, 3, 5, 7)
-    out = linear_cross_attention(q, k, v)
+    out = attend(q, attention_context(k, v))
     assert out.shape == (2, 3, 5, 10)
     want = torch.einsum("bhdn,bhdm,bhem->bhen", q.softmax(2), k.softmax(3), v)
     torch.testing.assert_close(out, want)
+
+
+def test_samples_of_a_tile_attend_to_its_own_context():
+    """Queries (B·N rows, sample s of tile i at row i·N + s) against B contexts: each row sees its tile's."""
+    q, k, v = torch.randn(6, 3, 4, 10), torch.randn(2, 3, 4, 7), torch.randn(2, 3, 5, 7)
+    out = attend(q, attention_context(k, v))
+    want = attend(q, attention_context(k.repeat_interleave(3, 0), v.repeat_interleave(3, 0)))
+    torch.testing.assert_close(out, want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("cfg", [FOUR_LEVELS, dataclasses.replace(FOUR_LEVELS, wavelet_modulation=False)],
+                         ids=["wavelets", "no-wavelets"])
+def test_step_of_encode_is_forward_for_every_sample_of_a_tile(cfg):
+    """``step(x_t, t, encode(cond, wav))`` equals ``forward`` bit for bit, and N samples of a tile (rows i·N + s)
+    against one encoding equal ``forward`` on the condition repeated N times."""
+    torch.manual_seed(0)
+    net = DDRFUNet(cfg).eval()
+    with torch.no_grad():
+        for p in net.parameters():  # zero-initialised output layers would make every comparison trivial
+            p.add_(0.2 * torch.randn_like(p))
+        x_t, t, cond, wav = _inputs(cfg, 2, 32, 16)
+        assert torch.equal(net.step(x_t, t, net.encode(cond, wav)), net(x_t, t, cond, wav))
+        x_n, t_n = torch.randn(6, cfg.bands, 32, 16), torch.randint(0, 500, (6,))
+        want = net(x_n, t_n, cond.repeat_interleave(3, 0), wav.repeat_interleave(3, 0))
+        assert torch.equal(net.step(x_n, t_n, net.encode(cond, wav)), want)
