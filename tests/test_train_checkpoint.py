@@ -111,3 +111,22 @@ def test_release_keeps_only_the_ema_weights(tmp_path):
     raw, _, _ = load_denoiser(tmp_path / "rel.pt", use_ema=False)
     for a, b in zip(ema.state_dict().values(), raw.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_init_starts_from_a_checkpoints_ema_weights_with_a_fresh_run(tmp_path, pairs):
+    """``train.init`` (fine-tuning, e.g. onto another residual base): the EMA weights, step 0, same [model] only."""
+    cfg = _cfg(tmp_path / "a")
+    source = build_denoiser(cfg)
+    with torch.no_grad():
+        for p in source.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    ckpt = tmp_path / "source.pt"
+    save_checkpoint(ckpt, config=cfg, model=build_denoiser(cfg), ema=source, step=9)
+    tuned = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, init=str(ckpt)))
+    trainer = Trainer(tuned, *pairs)
+    assert trainer.step == 0
+    for k, v in source.state_dict().items():
+        assert torch.equal(trainer.model.state_dict()[k], v) and torch.equal(trainer.ema.model.state_dict()[k], v)
+    other = dataclasses.replace(tuned, model=dataclasses.replace(cfg.model, width=cfg.model.width * 2))
+    with pytest.raises(ConfigError, match="cannot initialise"):
+        Trainer(other, *pairs)
