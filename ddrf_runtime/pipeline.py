@@ -17,21 +17,19 @@ from tqdm import tqdm
 
 from .errors import ConfigError, InputError
 from .model_spec import ModelSpec
-from .resample import upsample
+from .resample import UPSAMPLE_REACH, upsample
 from .sampler import sample_ddim
 from .schedule import ddim_timesteps
 from .backends import DenoiserLike
-from .detail_base import residual_base
+from .detail_base import base_context, residual_base
 from .session import Denoiser
 from .target import TargetSpec
 from .tiling import Tile, TileGrid, pad_symmetric, tile_noise
 from .uncertainty import pool_spread, sample_statistics, spread_bands, spread_channels
 from .wavelets import wavelet_condition
 
-# MS pixels (and the PAN pixels under them) of context read around every tile: the reach of the 23-tap
-# interpolator (at most 11 MS pixels for ratios 2-8; Keys cubic reaches 2) plus that of the GLP base's 41-tap PAN
-# low-pass before it (5 MS pixels at ratio 4), so a tile's lms and base equal those of the whole scene.
-UPSAMPLE_HALO = 16
+# MS pixels of context read around every tile, so that a tile's lms equals that of the whole scene.
+UPSAMPLE_HALO = UPSAMPLE_REACH
 DEFAULT_TILE, DEFAULT_OVERLAP = 512, 64  # PAN pixels; fitted to the model when FuseOptions leaves them unset
 
 
@@ -82,7 +80,8 @@ def make_grid(spec: ModelSpec, options: FuseOptions, height: int, width: int) ->
     multiple = math.lcm(spec.size_multiple, spec.ratio)
     tile = max(multiple, DEFAULT_TILE // multiple * multiple) if options.tile is None else options.tile
     overlap = -(-DEFAULT_OVERLAP // spec.ratio) * spec.ratio if options.overlap is None else options.overlap
-    return TileGrid(height, width, tile, overlap, spec.size_multiple, spec.ratio, UPSAMPLE_HALO)
+    return TileGrid(height, width, tile, overlap, spec.size_multiple, spec.ratio, UPSAMPLE_HALO,
+                    base_context(spec.target, spec.ratio))
 
 
 def full_scale(bit_depth: int) -> float:
@@ -94,9 +93,9 @@ def condition_tile(grid: TileGrid, tile: Tile, ms_read: np.ndarray, pan_read: np
     """One tile's network condition cat[lms_n, guide_n] (C + k, tile rows, tile cols) and the base image its
     residual is added to (C, tile rows, tile cols), both float32 and normalised.
 
-    ``ms_read`` (tile.ms rows, cols, C) and ``pan_read`` (tile.pan rows, cols[, k]) are DN. Both windows are
-    normalised and mirrored where the halo was clipped; the MS is upsampled, the base computed with the halo's
-    context, and the halo cropped away.
+    ``ms_read`` (tile.ms rows, cols, C) and ``pan_read`` (tile.pan rows, cols[, k]) are DN, each with its halo.
+    Both are normalised and mirrored where the halo was clipped; the MS is upsampled, the base computed with the
+    PAN halo's context, and the halos cropped away.
     """
     th, tw = tile.window.height, tile.window.width
     want_ms, want_pan = (tile.ms.height, tile.ms.width), (tile.pan.height, tile.pan.width)
@@ -104,14 +103,14 @@ def condition_tile(grid: TileGrid, tile: Tile, ms_read: np.ndarray, pan_read: np
         raise InputError(f"tile {tile.index}: got ms {ms_read.shape[:2]} and pan {pan_read.shape[:2]} pixels, "
                          f"expected {want_ms} and {want_pan}")
     ms = pad_symmetric(ms_read.astype(np.float32) / np.float32(scale), tile.ms_pad)  # (mh, mw, C)
-    lms = upsample(ms, grid.ratio).transpose(2, 0, 1)  # (C, H', W'): the tile plus the halo
-    pan = pad_symmetric(pan_read.astype(np.float32) / np.float32(scale), tile.pan_pad)  # (H', W'[, k])
-    pan = pan.reshape(pan.shape[:2] + (-1,)).transpose(2, 0, 1)  # (k, H', W')
-    base = residual_base(target, lms, pan, grid.ratio)  # (C, H', W')
-    off = grid.halo * grid.ratio  # the tile's first row/column inside the haloed window
-    crop = (slice(None), slice(off, off + th), slice(off, off + tw))
-    cond = np.concatenate([lms[crop], pan[crop]])  # (C+k, th, tw)
-    return np.ascontiguousarray(cond, np.float32), np.ascontiguousarray(base[crop], np.float32)
+    off = grid.halo * grid.ratio  # the tile's first row/column inside the upsampled window
+    lms = upsample(ms, grid.ratio)[off:off + th, off:off + tw].transpose(2, 0, 1)  # (C, th, tw)
+    pan = pad_symmetric(pan_read.astype(np.float32) / np.float32(scale), tile.pan_pad)  # (th + 2p, tw + 2p[, k])
+    pan = pan.reshape(pan.shape[:2] + (-1,)).transpose(2, 0, 1)  # (k, th + 2p, tw + 2p)
+    p = grid.pan_halo
+    cond = np.concatenate([lms, pan[:, p:p + th, p:p + tw]])  # (C+k, th, tw)
+    base = residual_base(target, lms, pan, grid.ratio, context=p)  # (C, th, tw)
+    return np.ascontiguousarray(cond, np.float32), np.ascontiguousarray(base, np.float32)
 
 
 @dataclass(frozen=True, eq=False)  # holds arrays

@@ -21,6 +21,9 @@ _CDF23_HALF = 2.0 * np.array([
     -0.005192756653, 0.0, 0.000807762146, 0.0, -0.000060081482,
 ])
 CDF23 = np.concatenate([_CDF23_HALF[:0:-1], _CDF23_HALF])  # (23,) symmetric
+# MS pixels of context an ``upsample`` output pixel depends on, with a margin: the 23-tap interpolator reaches at
+# most 11 for ratios 2-8, Keys cubic 2. Read that much around a window and its upsampling equals the whole scene's.
+UPSAMPLE_REACH = 12
 
 
 def _float(img: np.ndarray) -> np.ndarray:

@@ -189,14 +189,15 @@ class _ReadBatch:
 
 def _read_tile(tile: Tile, grid: TileGrid, pair: RasterPair, ms_ds, pan_ds,
                scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(MS DN (mh, mw, C), guide DN (ph, pw[, k]), valid (h, w)) of one tile, no-data filled; the reads include
-    the halo, ``valid`` covers the tile's output pixels (``tile.read``)."""
+    """(MS DN (mh, mw, C), guide DN (ph, pw[, k]), valid (h, w)) of one tile, no-data filled: the reads with
+    their halos, ``valid`` on the tile's output pixels (``tile.read``)."""
     ms, ms_ok = _read_filled(ms_ds, _shift(tile.ms, pair.ms_window), scale)  # (mh, mw, C)
     pan, pan_ok = _read_filled(pan_ds, _shift(tile.pan, pair.pan_window), scale)  # (ph, pw, k)
     rd = tile.read
-    r0, c0 = rd.row - tile.pan.row, rd.col - tile.pan.col  # the output pixels inside the PAN read
-    ms_ok_up = np.repeat(np.repeat(ms_ok, grid.ratio, 0), grid.ratio, 1)  # (ph, pw): tile.ms on the PAN grid
-    valid = (pan_ok & ms_ok_up)[r0:r0 + rd.height, c0:c0 + rd.width]
+    r0, c0 = rd.row - tile.ms.row * grid.ratio, rd.col - tile.ms.col * grid.ratio
+    ms_ok_up = np.repeat(np.repeat(ms_ok, grid.ratio, 0), grid.ratio, 1)[r0:r0 + rd.height, c0:c0 + rd.width]
+    p0, q0 = rd.row - tile.pan.row, rd.col - tile.pan.col
+    valid = pan_ok[p0:p0 + rd.height, q0:q0 + rd.width] & ms_ok_up  # (h, w)
     return ms, (pan if pan.shape[2] > 1 else pan[..., 0]), valid
 
 

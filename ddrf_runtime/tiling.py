@@ -37,8 +37,8 @@ class Tile:
     read: Window  # window ∩ scene: the output pixels this tile contributes to
     ms: Window  # MS pixels to read: the window / ratio plus the halo, clipped to the MS scene
     ms_pad: Pad  # symmetric padding that restores the clipped halo (and any part past the scene)
-    pan: Window  # PAN pixels to read: ``ms`` on the PAN grid (the window plus the halo, clipped)
-    pan_pad: Pad  # symmetric padding that restores the PAN halo: ``ms_pad`` on the PAN grid
+    pan: Window  # PAN pixels to read: the window plus the PAN halo, clipped to the scene
+    pan_pad: Pad  # symmetric padding that restores the clipped PAN halo (and any part past the scene)
 
 
 def pad_symmetric(img: np.ndarray, pad: Pad) -> np.ndarray:
@@ -116,7 +116,8 @@ class TileGrid:
     overlap: int = 0  # minimum overlap of neighbouring tiles, PAN pixels
     size_multiple: int = 1  # the network's size constraint (ModelSpec.size_multiple)
     ratio: int = 1  # PAN/MS pixel-size ratio
-    halo: int = 0  # MS pixels (and their PAN pixels) of context read around each tile, clipped at scene edges
+    halo: int = 0  # MS pixels of context read around each tile (for upsampling), clipped at scene edges
+    pan_halo: int = 0  # PAN pixels of context read around each tile (a multiple of ratio; for the residual's base)
 
     def __post_init__(self) -> None:
         for name in ("size_multiple", "ratio"):
@@ -130,8 +131,9 @@ class TileGrid:
         if not 0 <= self.overlap < self.tile or self.overlap % self.ratio:
             raise ConfigError(f"overlap {self.overlap} must be a multiple of the ratio {self.ratio} "
                               f"in 0..{self.tile - 1} (less than the tile size)")
-        if self.halo < 0:
-            raise ConfigError(f"halo must be >= 0, got {self.halo}")
+        if self.halo < 0 or self.pan_halo < 0 or self.pan_halo % self.ratio:
+            raise ConfigError(f"halo must be >= 0 and pan_halo a non-negative multiple of the ratio {self.ratio}, "
+                              f"got {self.halo} and {self.pan_halo}")
         if self.height < 1 or self.width < 1 or self.height % self.ratio or self.width % self.ratio:
             raise InputError(f"scene size {self.height}×{self.width} must be a positive multiple of the ratio "
                              f"{self.ratio} in both directions")
@@ -158,11 +160,10 @@ class TileGrid:
         """Tiles per column and per row."""
         return len(self._rows.starts), len(self._cols.starts)
 
-    def _ms_axis(self, start: int, length: int, scene: int) -> tuple[int, int, tuple[int, int]]:
-        """MS read (start, length) and symmetric pad for a tile axis [start, start+length) of a scene axis."""
-        lo = start // self.ratio - self.halo
-        hi = (start + length) // self.ratio + self.halo
-        r0, r1 = max(lo, 0), min(hi, scene // self.ratio)
+    @staticmethod
+    def _read_axis(lo: int, hi: int, scene: int) -> tuple[int, int, tuple[int, int]]:
+        """Read (start, length) of [lo, hi) clipped to [0, scene), and the symmetric pad restoring the rest."""
+        r0, r1 = max(lo, 0), min(hi, scene)
         return r0, r1 - r0, (r0 - lo, hi - r1)
 
     @cached_property
@@ -170,18 +171,20 @@ class TileGrid:
         """All tiles, row-major."""
         (th, tw), out = self.tile_shape, []
         for i, r in enumerate(self._rows.starts):
-            mr, mh, pad_r = self._ms_axis(r, th, self.height)
+            q, h, ph = self.ratio, self.halo, self.pan_halo
+            mr, mh, ms_r = self._read_axis(r // q - h, (r + th) // q + h, self.height // q)
+            pr, p_rows, pan_r = self._read_axis(r - ph, r + th + ph, self.height)
             for j, c in enumerate(self._cols.starts):
-                mc, mw, pad_c = self._ms_axis(c, tw, self.width)
-                q = self.ratio
+                mc, mw, ms_c = self._read_axis(c // q - h, (c + tw) // q + h, self.width // q)
+                pc, p_cols, pan_c = self._read_axis(c - ph, c + tw + ph, self.width)
                 out.append(Tile(
                     index=(i, j),
                     window=Window(r, c, th, tw),
                     read=Window(r, c, min(th, self.height - r), min(tw, self.width - c)),
                     ms=Window(mr, mc, mh, mw),
-                    ms_pad=(pad_r, pad_c),
-                    pan=Window(mr * q, mc * q, mh * q, mw * q),
-                    pan_pad=((pad_r[0] * q, pad_r[1] * q), (pad_c[0] * q, pad_c[1] * q)),
+                    ms_pad=(ms_r, ms_c),
+                    pan=Window(pr, pc, p_rows, p_cols),
+                    pan_pad=(pan_r, pan_c),
                 ))
         return tuple(out)
 

@@ -80,3 +80,20 @@ def test_metadata_round_trip_keeps_the_base():
 def test_a_multiband_guide_has_no_glp_base():
     with pytest.raises(ConfigError, match="one-band PAN"):
         residual_base(GLP, np.ones((1, 4, 8, 8), np.float32), np.ones((1, 3, 8, 8), np.float32), 4)
+
+
+def test_scene_path_reads_the_pan_halo_like_the_array_path(tmp_path, demo_crop):
+    """``fuse_scene`` (windowed GeoTIFF reads, strips, COG) gives the in-memory result of a glp-base model."""
+    import rasterio
+
+    from ddrf_runtime.scene import SceneConfig, fuse_scene
+    from ddrf_runtime.session import Device
+
+    model = make_model(tmp_path / "zero_glp.onnx", "zero", spec=dataclasses.replace(SPEC, target=GLP))
+    fuse = FuseOptions(tile=64, overlap=16, bit_depth=11)
+    out = tmp_path / "fused.tif"
+    fuse_scene(*demo_crop, out, SceneConfig(model=str(model), device=Device.CPU, fuse=fuse, threads=1))
+    with rasterio.open(demo_crop[0]) as m, rasterio.open(demo_crop[1]) as p, rasterio.open(out) as o:
+        ms, pan, fused = m.read().transpose(1, 2, 0), p.read(1), o.read().transpose(1, 2, 0)
+    expected = np.round(fuse_arrays(ms, pan, model, fuse))
+    np.testing.assert_allclose(fused, expected, atol=1.0)  # rounding to the output's integers

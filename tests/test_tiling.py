@@ -67,11 +67,20 @@ def test_small_scene_gets_one_rounded_tile_and_padding():
     grid = TileGrid(20, 1000, 256, 64, 16, 4, halo=3)
     assert grid.tile_shape == (32, 256) and grid.shape[0] == 1
     tile = grid.tiles[0]
-    assert tile.read.height == 20 and tile.pan == Window(0, 0, 20, 268) and tile.pan_pad == ((12, 24), (12, 0))
-    pan = np.arange(20 * 268, dtype=np.float32).reshape(20, 268)
+    assert tile.read.height == 20 and tile.pan == Window(0, 0, 20, 256) and tile.pan_pad == ((0, 12), (0, 0))
+    pan = np.arange(20 * 256, dtype=np.float32).reshape(20, 256)
     padded = pad_symmetric(pan, tile.pan_pad)
-    assert padded.shape == (32 + 24, 256 + 24)  # the tile plus a 3-MS-pixel halo on each side
-    np.testing.assert_array_equal(padded[32:52, 12:], pan[::-1])  # mirrored about the scene edge
+    assert padded.shape == (32, 256)
+    np.testing.assert_array_equal(padded[20:32], pan[::-1][:12])  # mirrored about the scene edge
+
+
+def test_pan_halo_is_read_where_the_scene_has_it_and_mirrored_where_not():
+    grid = TileGrid(20, 1000, 256, 64, 16, 4, halo=3, pan_halo=8)
+    first, second = grid.tiles[0], grid.tiles[1]
+    assert first.pan == Window(0, 0, 20, 264) and first.pan_pad == ((8, 20), (8, 0))
+    assert second.pan == Window(0, second.window.col - 8, 20, 272) and second.pan_pad == ((8, 20), (0, 0))
+    with pytest.raises(ConfigError, match="pan_halo"):
+        TileGrid(20, 1000, 256, 64, 16, 4, pan_halo=6)  # not a multiple of the ratio: the MS phase would shift
 
 
 def test_pad_symmetric_is_identity_without_padding():
