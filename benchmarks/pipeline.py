@@ -131,23 +131,28 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
     side = 2000 if args.quick else args.side
     scene = make_scene(side)
     model = args.model or BUNDLED.with_suffix(".onnx")
+    base_model = args.baseline_model or model  # a baseline tree may not read this tree's model metadata
     say(NAME, f"scene {scene} ({side}² PAN pixels), model {model}")
     rows = [measure("stub", REPO, scene, model, True, {}, args.repeats, None)]
     if args.baseline_tree:
-        rows.append(measure("stub, baseline tree", args.baseline_tree, scene, model, True, {}, args.repeats, None))
+        rows.append(measure("stub, baseline tree", args.baseline_tree, scene, base_model, True, {}, args.repeats,
+                            None))
     rows.append(measure("stub, 2 prepare threads, depth 2", REPO, scene, model, True,
                         {"prepare_threads": 2, "queue_depth": 2}, args.repeats, None))
     if not args.skip_model:
         rows.append(measure("model (1 step)", REPO, scene, model, False, {"fuse": {"steps": 1}}, 1, None))
         if args.baseline_tree:
-            rows.append(measure("model (1 step), baseline tree", args.baseline_tree, scene, model, False,
+            rows.append(measure("model (1 step), baseline tree", args.baseline_tree, scene, base_model, False,
                                 {"fuse": {"steps": 1}}, 1, None))
-    return {**env, "side": side, "megapixels": side * side / 1e6, "model": str(model), "rows": rows}
+    return {**env, "side": side, "megapixels": side * side / 1e6, "model": str(model),
+            "baseline_model": str(base_model), "rows": rows}
 
 
 def to_markdown(r: Mapping[str, Any]) -> str:
+    own_model = r.get("baseline_model", r["model"]) == r["model"]
     lines = [f"# Scene pipeline throughput ({r['megapixels']:.0f}-MP scene)", ""] + environment_lines(r) + [
-        f"- scene: the demo pair mirror-padded to {r['side']}² PAN pixels; model {r['model']}",
+        f"- scene: the demo pair mirror-padded to {r['side']}² PAN pixels; model {r['model']}"
+        + ("" if own_model else f", baseline tree's model {r['baseline_model']}"),
         "- stub: the network replaced by x0 = 0 (the pipeline's own cost: read, condition, blend, write, COG)", ""]
     header = ["run", "MP/s", "total s", "setup s", "fuse + write s", "COG s", "providers"]
     table = []
@@ -174,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=2, help="stub runs per configuration (the fastest is kept)")
     ap.add_argument("--baseline-tree", type=Path, help="another checkout to run the same stub through")
     ap.add_argument("--model", type=Path, help="ONNX model (default: the bundled 4-band model)")
+    ap.add_argument("--baseline-model", type=Path, help="the baseline tree's ONNX model (default: --model)")
     ap.add_argument("--skip-model", action="store_true", help="stub runs only")
     ap.add_argument("--quick", action="store_true", help="a 4-MP scene (2000² PAN pixels)")
     args = ap.parse_args(argv)
