@@ -10,6 +10,8 @@ clipped to [0, ``MAX_GAIN``], which on real scenes only ever touches a handful o
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .errors import ConfigError
@@ -20,6 +22,7 @@ from .target import Base, TargetSpec
 FLOOR = 0.01  # smallest P_LP divided by, in full-scale-normalised units
 MAX_GAIN = 4.0  # largest P / P_LP applied to the MS
 KERNEL_SIZE = 41  # the MTF low-pass filter's side (the toolbox's)
+_kernel = functools.lru_cache(maxsize=8)(mtf_kernel)  # one design per (gain, ratio, size), not one per tile
 
 
 def base_context(target: TargetSpec, ratio: int) -> int:
@@ -33,7 +36,7 @@ def base_context(target: TargetSpec, ratio: int) -> int:
 def glp_modulation(pan: np.ndarray, ratio: int, gain: float) -> np.ndarray:
     """(H, W) → (H, W) float32 P / P_LP of a normalised PAN whose sides are multiples of ``ratio``."""
     p = pan.astype(np.float32)
-    blurred = convolve_replicate(p, mtf_kernel(gain, ratio, KERNEL_SIZE), np.float32)  # (H, W)
+    blurred = convolve_replicate(p, _kernel(gain, ratio, KERNEL_SIZE), np.float32)  # (H, W)
     low = upsample(decimate(blurred, ratio), ratio)  # (H, W)
     return np.clip(p / np.maximum(low, FLOOR), 0.0, MAX_GAIN).astype(np.float32)
 

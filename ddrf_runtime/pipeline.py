@@ -110,7 +110,7 @@ def condition_tile(grid: TileGrid, tile: Tile, ms_read: np.ndarray, pan_read: np
     p = grid.pan_halo
     cond = np.concatenate([lms, pan[:, p:p + th, p:p + tw]])  # (C+k, th, tw)
     base = residual_base(target, lms, pan, grid.ratio, context=p)  # (C, th, tw)
-    return np.ascontiguousarray(cond, np.float32), np.ascontiguousarray(base, np.float32)
+    return np.ascontiguousarray(cond, np.float32), base  # base: stacked per batch by the caller
 
 
 @dataclass(frozen=True, eq=False)  # holds arrays
@@ -167,7 +167,7 @@ def sample_batch(batch: BatchInputs, denoiser: DenoiserLike, options: FuseOption
     x0 = sample_ddim(denoiser.conditioned(batch.cond, batch.wav, samples=n_s), batch.noise, timesteps,
                      spec.alphas_cumprod(), callback=advance, eta=options.eta,
                      noise=lambda step: _sample_noise(options, batch.tiles, (c, th, tw), step + 1))
-    base = np.repeat(batch.base, n_s, axis=0)  # (B·N, C, th, tw): every sample of a tile shares it
+    base = batch.base if n_s == 1 else np.repeat(batch.base, n_s, axis=0)  # (B·N, C, th, tw): shared per tile
     fused = spec.target.decode(x0, base) * np.float32(scale)  # (B·N, C, th, tw)
     return np.clip(fused, 0.0, scale).reshape(n, n_s, c, th, tw).transpose(0, 1, 3, 4, 2)  # (B, N, th, tw, C)
 

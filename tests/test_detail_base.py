@@ -4,6 +4,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+import rasterio
 
 from ddrf_runtime import datasets
 from ddrf_runtime.detail_base import glp_modulation, residual_base
@@ -11,6 +12,8 @@ from ddrf_runtime.errors import ConfigError
 from ddrf_runtime.metrics import ergas, sam
 from ddrf_runtime.model_spec import ModelSpec
 from ddrf_runtime.pipeline import FuseOptions, fuse_arrays
+from ddrf_runtime.scene import SceneConfig, fuse_scene
+from ddrf_runtime.session import Device
 from ddrf_runtime.splits import Region
 from ddrf_runtime.target import Base, TargetSpec
 
@@ -84,11 +87,6 @@ def test_a_multiband_guide_has_no_glp_base():
 
 def test_scene_path_reads_the_pan_halo_like_the_array_path(tmp_path, demo_crop):
     """``fuse_scene`` (windowed GeoTIFF reads, strips, COG) gives the in-memory result of a glp-base model."""
-    import rasterio
-
-    from ddrf_runtime.scene import SceneConfig, fuse_scene
-    from ddrf_runtime.session import Device
-
     model = make_model(tmp_path / "zero_glp.onnx", "zero", spec=dataclasses.replace(SPEC, target=GLP))
     fuse = FuseOptions(tile=64, overlap=16, bit_depth=11)
     out = tmp_path / "fused.tif"
