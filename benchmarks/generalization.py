@@ -97,6 +97,9 @@ VARIANTS = (
             lambda c: dataclasses.replace(c, augment=JITTER)),
     Variant("glp", "+ residual relative to the MTF-GLP ratio injection (`diffusion.base = \"glp_ratio\"`)",
             lambda c: dataclasses.replace(c, diffusion=dataclasses.replace(c.diffusion, base=Base.GLP_RATIO))),
+    Variant("hpm", "+ residual relative to MTF-GLP-HPM: the GLP ratio with histogram-matching offsets "
+                   "(`diffusion.base = \"glp_hpm\"`)",
+            lambda c: dataclasses.replace(c, diffusion=dataclasses.replace(c.diffusion, base=Base.GLP_HPM))),
     # Separates budget from generalisation: the same budget with the held-out sensor's scenes in training.
     Variant("seen", "control: every sensor trains, the held-out one included", lambda c: c, sees_held_out=True),
 )

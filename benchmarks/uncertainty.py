@@ -36,7 +36,7 @@ from scipy import ndimage, stats
 from ddrf_runtime import datasets, scene
 from ddrf_runtime.datapaths import DEMO_DIR, MODELS_DIR
 from ddrf_runtime.metrics import ergas, sam
-from ddrf_runtime.pipeline import FuseOptions, full_scale, make_grid, sample_tiles
+from ddrf_runtime.pipeline import FuseOptions, full_scale, make_grid, sample_tiles, scene_offsets
 from ddrf_runtime.session import Denoiser, Device
 from ddrf_runtime.uncertainty import pool_spread, sample_statistics
 
@@ -82,9 +82,10 @@ def draw_samples(denoiser: Denoiser, pair: datasets.Pair, steps: int, eta: float
     grid = make_grid(denoiser.spec, options, pair.pan.shape[0], pair.pan.shape[1])
     if len(grid.tiles) != 1:
         raise ValueError(f"{pair.name} spans {len(grid.tiles)} tiles; this benchmark needs one tile per pair")
-    tile = grid.tiles[0]
+    tile, scale = grid.tiles[0], full_scale(pair.bit_depth)
+    offsets = scene_offsets(denoiser.spec.target, pair.ms_lr, pair.pan, pair.ratio, scale)
     out = sample_tiles(grid, [tile], [pair.ms_lr[tile.ms.slices]], [pair.pan[tile.pan.slices]], denoiser,
-                       options, scale=full_scale(pair.bit_depth))  # (1, N, th, tw, C)
+                       options, scale=scale, offsets=offsets)  # (1, N, th, tw, C)
     return out[0, :, :tile.read.height, :tile.read.width]
 
 

@@ -7,10 +7,19 @@ the whole scene away from its edges, and it keeps the MS's spectral angles (SAM 
 PAN gain cancels in P / P_LP, which is why an unseen sensor's radiometry does not change the injected detail.
 Interpolation overshoot next to dark pixels can drive P_LP to ~0; the ratio divides by at least ``FLOOR`` and is
 clipped to [0, ``MAX_GAIN``], which on real scenes only ever touches a handful of pixels (e.g. SpaceNet Rotterdam).
+
+``Base.GLP_HPM`` adds MTF-GLP-HPM's histogram matching: the PAN matched to band k's mean and contrast,
+(P − μ_P)·σ_k/σ_P + μ_k, turns the ratio into (P + c_k) / (P_LP + c_k) with one offset per band,
+c_k = μ_k·σ_P/σ_k − μ_P. A band whose mean is large next to its contrast (haze, path radiance in the blue) gets
+less of the PAN's modulation, which is what restores spectral angles on hazy VHR scenes (Osman SAM 2.82° → 2.12°
+with no network). Offsets are kept ≥ 0: a negative one would amplify the PAN's contrast, and on the shared
+scenes that only ever hurt (SpaceNet Rotterdam). They are scene statistics (``MatchMoments``), measured on the
+MS grid (the PAN box-averaged onto it), so a whole scene sums them block by block and every tile gets the same.
 """
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -21,6 +30,7 @@ from .target import Base, TargetSpec
 
 FLOOR = 0.01  # smallest P_LP divided by, in full-scale-normalised units
 MAX_GAIN = 4.0  # largest P / P_LP applied to the MS
+MAX_OFFSET = 100.0  # largest histogram-matching offset (full-scale units): a flat band gets ~no PAN modulation
 KERNEL_SIZE = 41  # the MTF low-pass filter's side (the toolbox's)
 _kernel = functools.lru_cache(maxsize=8)(mtf_kernel)  # one design per (gain, ratio, size), not one per tile
 
@@ -33,23 +43,94 @@ def base_context(target: TargetSpec, ratio: int) -> int:
     return -(-(KERNEL_SIZE // 2 + UPSAMPLE_REACH * ratio) // ratio) * ratio
 
 
-def glp_modulation(pan: np.ndarray, ratio: int, gain: float) -> np.ndarray:
-    """(H, W) → (H, W) float32 P / P_LP of a normalised PAN whose sides are multiples of ``ratio``."""
+def box_mean(img: np.ndarray, ratio: int) -> np.ndarray:
+    """(..., H, W) → (..., H/ratio, W/ratio): each ratio² block's mean (the PAN on the MS grid)."""
+    h, w = img.shape[-2:]
+    blocks = img.reshape(img.shape[:-2] + (h // ratio, ratio, w // ratio, ratio))
+    return blocks.mean(axis=(-3, -1), dtype=np.float64)
+
+
+@dataclass(frozen=True, eq=False)  # holds arrays
+class MatchMoments:
+    """Sums over valid MS-grid pixels that give the histogram-matching offsets; they add up, so a scene read
+    block by block gets exactly the offsets of the whole."""
+
+    n: float  # valid MS pixels
+    ms: np.ndarray  # (C,) Σ of each normalised MS band
+    ms2: np.ndarray  # (C,) Σ of its squares
+    pan: float  # Σ of the normalised PAN box-averaged onto the MS grid
+    pan2: float  # Σ of its squares
+
+    @classmethod
+    def of(cls, ms: np.ndarray, pan_lr: np.ndarray, valid: np.ndarray | None = None) -> "MatchMoments":
+        """Moments of normalised ms (C, h, w) and pan_lr (h, w) over ``valid`` (h, w) pixels (all if None)."""
+        m = np.asarray(ms, np.float64).reshape(ms.shape[0], -1)  # (C, h·w)
+        p = np.asarray(pan_lr, np.float64).reshape(-1)  # (h·w,)
+        if valid is not None:
+            keep = np.asarray(valid, bool).reshape(-1)
+            m, p = m[:, keep], p[keep]
+        return cls(float(p.size), m.sum(axis=1), (m * m).sum(axis=1), float(p.sum()), float((p * p).sum()))
+
+    def __add__(self, other: "MatchMoments") -> "MatchMoments":
+        return MatchMoments(self.n + other.n, self.ms + other.ms, self.ms2 + other.ms2,
+                            self.pan + other.pan, self.pan2 + other.pan2)
+
+    def offsets(self) -> np.ndarray:
+        """(C,) float32 c_k = μ_k·σ_P/σ_k − μ_P in [0, MAX_OFFSET]; 0 for a scene without valid pixels."""
+        if self.n == 0:
+            return np.zeros(self.ms.shape, np.float32)
+        mu, mu_p = self.ms / self.n, self.pan / self.n
+        sd = np.sqrt(np.maximum(self.ms2 / self.n - mu * mu, 0.0))
+        sd_p = np.sqrt(max(self.pan2 / self.n - mu_p * mu_p, 0.0))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            c = np.where(sd > 1e-9, mu * sd_p / np.maximum(sd, 1e-9) - mu_p, MAX_OFFSET)
+        return np.clip(c, 0.0, MAX_OFFSET).astype(np.float32)
+
+
+def match_offsets(ms: np.ndarray, pan: np.ndarray, ratio: int) -> np.ndarray:
+    """(C,) offsets of a whole normalised scene: ms (C, h, w) and its one-band pan (ratio·h, ratio·w)."""
+    return MatchMoments.of(ms, box_mean(pan, ratio)).offsets()
+
+
+def glp_lowpass(pan: np.ndarray, ratio: int, gain: float) -> np.ndarray:
+    """(H, W) → (H, W) float32 P_LP of a normalised PAN whose sides are multiples of ``ratio``: MTF-blurred,
+    decimated and re-interpolated like the MS."""
+    blurred = convolve_replicate(pan.astype(np.float32), _kernel(gain, ratio, KERNEL_SIZE), np.float32)  # (H, W)
+    return upsample(decimate(blurred, ratio), ratio)  # (H, W)
+
+
+def glp_modulation(pan: np.ndarray, ratio: int, gain: float, offsets: np.ndarray | None = None) -> np.ndarray:
+    """(H, W) → (H, W) float32 P / P_LP, or with ``offsets`` (C,) → (C, H, W) (P + c_k) / (P_LP + c_k)."""
     p = pan.astype(np.float32)
-    blurred = convolve_replicate(p, _kernel(gain, ratio, KERNEL_SIZE), np.float32)  # (H, W)
-    low = upsample(decimate(blurred, ratio), ratio)  # (H, W)
+    low = glp_lowpass(p, ratio, gain)
+    if offsets is not None:
+        c = np.asarray(offsets, np.float32)[:, None, None]  # (C, 1, 1)
+        p, low = p + c, low + c  # (C, H, W)
     return np.clip(p / np.maximum(low, FLOOR), 0.0, MAX_GAIN).astype(np.float32)
 
 
-def residual_base(target: TargetSpec, lms: np.ndarray, guide: np.ndarray, ratio: int, context: int = 0) -> np.ndarray:
+def residual_base(target: TargetSpec, lms: np.ndarray, guide: np.ndarray, ratio: int, context: int = 0,
+                  offsets: np.ndarray | None = None) -> np.ndarray:
     """The base of ``target`` for normalised lms (..., C, H, W) and guide (..., k, H + 2·context, W + 2·context)
-    (``context`` PAN pixels around lms's window, e.g. ``base_context``); lms itself for the upsampled-MS base."""
+    (``context`` PAN pixels around lms's window, e.g. ``base_context``); lms itself for the upsampled-MS base.
+
+    ``offsets`` (C,) are the scene's histogram-matching offsets (``Base.GLP_HPM``); None measures them on these
+    arrays, i.e. treats lms and guide as the whole scene.
+    """
     if target.base is Base.UPSAMPLED:
         return lms
     if guide.shape[-3] != 1:
         raise ConfigError(f"the {target.base.value} base needs a one-band PAN guide, got {guide.shape[-3]} bands")
     h, w = lms.shape[-2:]
     pans = guide.reshape((-1,) + guide.shape[-2:])  # (N, H + 2c, W + 2c)
-    mod = np.stack([glp_modulation(p, ratio, target.base_gain)[context:context + h, context:context + w]
-                    for p in pans]).reshape(guide.shape[:-2] + (h, w))  # (..., 1, H, W)
+    if target.base is Base.GLP_RATIO:
+        offsets = None
+    elif offsets is None:
+        c = lms.shape[-3]
+        inner = pans[:, context:context + h, context:context + w]  # (N, H, W)
+        ms = box_mean(lms.reshape((-1, c, h, w)), ratio).transpose(1, 0, 2, 3)  # (C, N, h, w)
+        offsets = MatchMoments.of(ms, box_mean(inner, ratio)).offsets()
+    mod = np.stack([glp_modulation(p, ratio, target.base_gain, offsets)[..., context:context + h, context:context + w]
+                    for p in pans])  # (N, 1 or C, H, W)
+    mod = mod.reshape(guide.shape[:-3] + mod.shape[1:])  # (..., 1 or C, H, W)
     return (lms * mod).astype(lms.dtype, copy=False)  # (..., C, H, W)

@@ -21,9 +21,9 @@ from .resample import UPSAMPLE_REACH, upsample
 from .sampler import sample_ddim
 from .schedule import ddim_timesteps
 from .backends import DenoiserLike
-from .detail_base import base_context, residual_base
+from .detail_base import base_context, match_offsets, residual_base
 from .session import Denoiser
-from .target import TargetSpec
+from .target import Base, TargetSpec
 from .tiling import Tile, TileGrid, pad_symmetric, tile_noise
 from .uncertainty import pool_spread, sample_statistics, spread_bands, spread_channels
 from .wavelets import wavelet_condition
@@ -88,14 +88,25 @@ def full_scale(bit_depth: int) -> float:
     return float(2**bit_depth - 1)
 
 
+def scene_offsets(target: TargetSpec, ms: np.ndarray, pan: np.ndarray, ratio: int, scale: float) -> np.ndarray | None:
+    """The histogram-matching offsets (C,) of a whole in-memory scene, ms (h, w, C) and pan (rh, rw) in DN, for
+    a ``Base.GLP_HPM`` model; None for other bases (they need no scene statistics)."""
+    if target.base is not Base.GLP_HPM:
+        return None
+    ms_n = (ms.astype(np.float32) / np.float32(scale)).transpose(2, 0, 1)  # (C, h, w)
+    return match_offsets(ms_n, pan.reshape(pan.shape[:2]).astype(np.float32) / np.float32(scale), ratio)
+
+
 def condition_tile(grid: TileGrid, tile: Tile, ms_read: np.ndarray, pan_read: np.ndarray, scale: float,
-                   target: TargetSpec = TargetSpec()) -> tuple[np.ndarray, np.ndarray]:
+                   target: TargetSpec = TargetSpec(),
+                   offsets: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One tile's network condition cat[lms_n, guide_n] (C + k, tile rows, tile cols) and the base image its
     residual is added to (C, tile rows, tile cols), both float32 and normalised.
 
     ``ms_read`` (tile.ms rows, cols, C) and ``pan_read`` (tile.pan rows, cols[, k]) are DN, each with its halo.
     Both are normalised and mirrored where the halo was clipped; the MS is upsampled, the base computed with the
-    PAN halo's context, and the halos cropped away.
+    PAN halo's context and the scene's ``offsets`` (``scene_offsets``; None: the tile's own), and the halos
+    cropped away.
     """
     th, tw = tile.window.height, tile.window.width
     want_ms, want_pan = (tile.ms.height, tile.ms.width), (tile.pan.height, tile.pan.width)
@@ -109,7 +120,7 @@ def condition_tile(grid: TileGrid, tile: Tile, ms_read: np.ndarray, pan_read: np
     pan = pan.reshape(pan.shape[:2] + (-1,)).transpose(2, 0, 1)  # (k, th + 2p, tw + 2p)
     p = grid.pan_halo
     cond = np.concatenate([lms, pan[:, p:p + th, p:p + tw]])  # (C+k, th, tw)
-    base = residual_base(target, lms, pan, grid.ratio, context=p)  # (C, th, tw)
+    base = residual_base(target, lms, pan, grid.ratio, context=p, offsets=offsets)  # (C, th, tw)
     return np.ascontiguousarray(cond, np.float32), base  # base: stacked per batch by the caller
 
 
@@ -136,16 +147,17 @@ def _sample_noise(options: FuseOptions, tiles: Sequence[Tile], shape: tuple[int,
 
 
 def prepare_batch(grid: TileGrid, tiles: Sequence[Tile], ms_reads: Sequence[np.ndarray],
-                  pan_reads: Sequence[np.ndarray], spec: ModelSpec, options: FuseOptions, scale: float) -> BatchInputs:
+                  pan_reads: Sequence[np.ndarray], spec: ModelSpec, options: FuseOptions, scale: float,
+                  offsets: np.ndarray | None = None) -> BatchInputs:
     """The CPU half of fusing tiles: conditions, wavelets, the residual's base image and noise (numpy/numba; no
     network, GIL mostly free).
 
     ``ms_reads[i]``/``pan_reads[i]`` are the DN pixels of ``tiles[i].ms``/``tiles[i].pan``. Sample s of a tile
     starts from ``tile_noise(options.seed, row, col, shape, s)`` (sample 0: the scene's historical noise), so
-    results do not depend on batching.
+    results do not depend on batching. ``offsets``: the scene's (``scene_offsets``).
     """
     c = spec.num_bands
-    conds, bases = zip(*(condition_tile(grid, t, m, p, scale, spec.target)
+    conds, bases = zip(*(condition_tile(grid, t, m, p, scale, spec.target, offsets)
                          for t, m, p in zip(tiles, ms_reads, pan_reads)))
     cond, base = np.stack(conds), np.stack(bases)  # (B, C+k, th, tw), (B, C, th, tw)
     wav = wavelet_condition(cond[:, :c], cond[:, c:])  # (B, C+3k, th/2, tw/2)
@@ -190,26 +202,28 @@ def denoise_batch(batch: BatchInputs, denoiser: DenoiserLike, options: FuseOptio
 
 def sample_tiles(grid: TileGrid, tiles: Sequence[Tile], ms_reads: Sequence[np.ndarray],
                  pan_reads: Sequence[np.ndarray], denoiser: DenoiserLike, options: FuseOptions, *, scale: float,
-                 progress: tqdm | None = None) -> np.ndarray:
+                 offsets: np.ndarray | None = None, progress: tqdm | None = None) -> np.ndarray:
     """``options.samples`` fused samples of each tile: (n, N, tile rows, tile cols, C) float32 DN in [0, scale],
-    ``tiles_per_call`` tiles per network call."""
+    ``tiles_per_call`` tiles per network call; ``offsets`` are the scene's (``scene_offsets``)."""
     per_call = tiles_per_call(options)
     return np.concatenate([
         sample_batch(prepare_batch(grid, tiles[b0:b0 + per_call], ms_reads[b0:b0 + per_call],
-                                   pan_reads[b0:b0 + per_call], denoiser.spec, options, scale),
+                                   pan_reads[b0:b0 + per_call], denoiser.spec, options, scale, offsets),
                      denoiser, options, scale=scale, progress=progress)
         for b0 in range(0, len(tiles), per_call)])
 
 
 def fuse_tiles(grid: TileGrid, tiles: Sequence[Tile], ms_reads: Sequence[np.ndarray], pan_reads: Sequence[np.ndarray],
-               denoiser: DenoiserLike, options: FuseOptions, *, scale: float, progress: tqdm | None = None) -> np.ndarray:
+               denoiser: DenoiserLike, options: FuseOptions, *, scale: float, offsets: np.ndarray | None = None,
+               progress: tqdm | None = None) -> np.ndarray:
     """Fuse tiles: (n, tile rows, tile cols, C + S) float32, to blend with the tiles' weights.
 
     The first C channels are the fused image in DN, in [0, scale]: the one sample, or the mean of
     ``options.samples``. With several samples S = C + 1 spread channels follow (per-band variance, spectral
     angle spread), pooled over ``options.spread_sigma`` pixels; with one, S = 0. Arguments as for ``sample_tiles``.
     """
-    samples = sample_tiles(grid, tiles, ms_reads, pan_reads, denoiser, options, scale=scale, progress=progress)
+    samples = sample_tiles(grid, tiles, ms_reads, pan_reads, denoiser, options, scale=scale, offsets=offsets,
+                           progress=progress)
     return _reduce_samples(samples, denoiser.spec.num_bands, options)
 
 
@@ -277,6 +291,7 @@ def fuse_arrays_with_spread(ms: np.ndarray, pan: np.ndarray, model: DenoiserLike
     _check_arrays(ms, pan, spec)
     scale = full_scale(resolve_bit_depth(options, spec, ms, pan))
     grid = make_grid(spec, options, pan.shape[0], pan.shape[1])
+    offsets = scene_offsets(spec.target, ms, pan, spec.ratio, scale)
     c = spec.num_bands
     out = np.zeros(pan.shape[:2] + (output_channels(c, options),), np.float32)  # (rh, rw, C + S) weighted sum
     tiles = grid.tiles
@@ -284,7 +299,7 @@ def fuse_arrays_with_spread(ms: np.ndarray, pan: np.ndarray, model: DenoiserLike
         for b0 in range(0, len(tiles), options.batch):  # one batch at a time bounds the memory held
             group = tiles[b0:b0 + options.batch]
             fused = fuse_tiles(grid, group, [ms[t.ms.slices] for t in group], [pan[t.pan.slices] for t in group],
-                               denoiser, options, scale=scale, progress=bar)
+                               denoiser, options, scale=scale, offsets=offsets, progress=bar)
             for tile, values in zip(group, fused):
                 grid.blend(out, tile, values)
     if options.samples == 1:

@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from .backends import Backend, DenoiserLike, load_denoiser
 from .datapaths import MODELS_DIR
+from .detail_base import MatchMoments, box_mean
 from .errors import ConfigError, InputError, ModelError, OutputError
 from .model_spec import ModelSpec
 from .pipeline import (BatchInputs, FuseOptions, denoise_batch, full_scale, make_grid, output_channels,
@@ -41,7 +42,9 @@ from .raster_io import (RasterPair, _first_line, atomic_output, bit_depth_for_ma
 from .session import Device
 from .sidecar import SpreadSidecar, atomic_outputs, sidecar_path
 from .stages import OrderedWorker, ordered_map
+from .target import Base, TargetSpec
 from .tiling import Tile, TileGrid
+from .tiling import Window as GridWindow
 
 # GDAL's block cache while fusing: one row of tiles' reads fits many times over, and a fixed cap keeps peak
 # memory independent of the machine (GDAL's default is 5 % of RAM, which a very large scene fills).
@@ -173,8 +176,28 @@ def _read_filled(ds: rasterio.io.DatasetReader, window: Window, scale: float) ->
     return filled.transpose(1, 2, 0), valid
 
 
-def _shift(window: Window, by: Window) -> Window:
+def _shift(window: GridWindow, by: Window) -> Window:
     return Window(by.col_off + window.col, by.row_off + window.row, window.width, window.height)
+
+
+def _scene_offsets(pair: RasterPair, target: TargetSpec, scale: float) -> np.ndarray | None:
+    """The whole scene's histogram-matching offsets for a ``Base.GLP_HPM`` model (None for other bases), over the
+    MS pixels valid in both inputs: one extra pass over the PAN, block-row by block-row (bounded memory)."""
+    if target.base is not Base.GLP_HPM:
+        return None
+    r, ms_rows, ms_cols = pair.ratio, int(pair.ms_window.height), int(pair.ms_window.width)
+    step = max(1, 2**22 // max(1, pair.width * r))  # MS rows per block: about 4 M PAN pixels
+    total = MatchMoments.of(np.zeros((pair.ms_count, 0, 0)), np.zeros((0, 0)))
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), rasterio.open(pair.ms_path) as ms_ds, \
+            rasterio.open(pair.pan_path) as pan_ds:
+        for r0 in range(0, ms_rows, step):
+            n = min(step, ms_rows - r0)
+            ms, ms_ok = _read_filled(ms_ds, _shift(GridWindow(r0, 0, n, ms_cols), pair.ms_window), scale)  # (n, w, C)
+            pan, pan_ok = _read_filled(pan_ds, _shift(GridWindow(r0 * r, 0, n * r, pair.width), pair.pan_window),
+                                       scale)  # (n·r, W, 1)
+            valid = ms_ok & (box_mean(pan_ok, r) == 1.0)  # (n, w): every PAN pixel of the MS pixel valid too
+            total = total + MatchMoments.of(ms.transpose(2, 0, 1) / scale, box_mean(pan[..., 0], r) / scale, valid)
+    return total.offsets()
 
 
 @dataclass(frozen=True, eq=False)  # holds arrays
@@ -229,13 +252,14 @@ def _batch_plan(rows: list[list[Tile]], batch: int) -> Iterator[tuple[int, bool,
 
 
 def _prepare(job: tuple[int, bool, list[Tile]], grid: TileGrid, pair: RasterPair, datasets: _ThreadDatasets,
-             spec: ModelSpec, options: FuseOptions, scale: float) -> _ReadBatch:
+             spec: ModelSpec, options: FuseOptions, scale: float, offsets: np.ndarray | None) -> _ReadBatch:
     """Read and condition one batch (the producer stage, on a worker thread)."""
     row, last, group = job
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):  # GDAL's settings and message handler are per thread
         ms_ds, pan_ds = datasets.get()
         ms_reads, pan_reads, valid = zip(*(_read_tile(t, grid, pair, ms_ds, pan_ds, scale) for t in group))
-    return _ReadBatch(row, last, prepare_batch(grid, group, ms_reads, pan_reads, spec, options, scale), valid)
+    return _ReadBatch(row, last, prepare_batch(grid, group, ms_reads, pan_reads, spec, options, scale, offsets),
+                      valid)
 
 
 def _single_threaded_kernels() -> None:
@@ -331,6 +355,10 @@ def fuse_scene(ms_path: str | os.PathLike, pan_path: str | os.PathLike, out_path
     bits, bits_source = resolve_scene_bit_depth(pair, options.bit_depth)
     scale = full_scale(bits)
     timings["setup"] = time.perf_counter() - t
+    t = time.perf_counter()
+    offsets = _scene_offsets(pair, spec.target, scale)
+    if offsets is not None:
+        timings["scene_statistics"] = time.perf_counter() - t
 
     nodata = _output_nodata(pair, scale)
     t = time.perf_counter()
@@ -345,8 +373,8 @@ def fuse_scene(ms_path: str | os.PathLike, pan_path: str | os.PathLike, out_path
                 for b, desc in enumerate(pair.band_descriptions or (), start=1):
                     dst.set_band_description(b, desc or spec.bands[b - 1])
                 writer = _StripWriter(dst, pair, scale, nodata, side)
-                _stream_strips(grid, pair, writer, denoiser, options, scale, steps, config.resolved_prepare_threads(),
-                               config.queue_depth, progress)
+                _stream_strips(grid, pair, writer, denoiser, options, scale, offsets, steps,
+                               config.resolved_prepare_threads(), config.queue_depth, progress)
                 n_invalid = writer.n_invalid
             if n_invalid == pair.height * pair.width:
                 raise InputError("has no valid pixels where the PAN has valid ones (all no-data); nothing was "
@@ -416,7 +444,8 @@ class _StripWriter:
 
 
 def _stream_strips(grid: TileGrid, pair: RasterPair, writer: _StripWriter, denoiser: DenoiserLike,
-                   options: FuseOptions, scale: float, steps: int, workers: int, depth: int, progress: bool) -> None:
+                   options: FuseOptions, scale: float, offsets: np.ndarray | None, steps: int, workers: int,
+                   depth: int, progress: bool) -> None:
     """Fuse row after row of tiles; write every scene row as soon as no later tile touches it.
 
     Three stages overlap: ``workers`` threads read and condition batches ahead (``workers + depth`` in
@@ -433,7 +462,7 @@ def _stream_strips(grid: TileGrid, pair: RasterPair, writer: _StripWriter, denoi
     valid = np.ones((0, pair.width), bool)
     datasets = _ThreadDatasets(pair)
     prepare = functools.partial(_prepare, grid=grid, pair=pair, datasets=datasets, spec=denoiser.spec,
-                                options=options, scale=scale)
+                                options=options, scale=scale, offsets=offsets)
     plan = _batch_plan(ordered, tiles_per_call(options))
     batches = ordered_map(prepare, plan, workers=workers, depth=workers + depth, initializer=_single_threaded_kernels)
     # Left in reverse order: the readers stop (and are joined) before their datasets close, and the writer

@@ -20,8 +20,9 @@ def jitter(lms: np.ndarray, pan: np.ndarray, gt: np.ndarray, base: np.ndarray, c
            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Jittered copies of normalised crops lms, gt, base (B, C, P, P) and pan (B, k, P, P); unchanged when off.
 
-    The base (``ddrf_runtime.detail_base``) scales with its MS band; a PAN gain leaves the GLP ratio base
-    unchanged (it cancels in P / P_LP) and so does PAN noise here (the base keeps its noise-free ratio).
+    The base (``ddrf_runtime.detail_base``) scales with its MS band; a PAN gain leaves the GLP bases unchanged
+    (it cancels in P / P_LP, and scales the histogram-matching offsets with P) and so does PAN noise here (the
+    base keeps its noise-free ratio).
 
     Draw order is fixed (gain, band gain, PAN gain, PAN noise), and a switched-off jitter draws nothing, so
     a run without jitter sees the exact crops it saw before the lever existed.

@@ -126,7 +126,7 @@ class DiffusionConfig:
     residual: bool = True  # diffuse gt − lms (True) or the image itself (ablation)
     residual_scale: float = 20.0  # multiplier on the residual so it is not swamped by unit-variance noise
     base: Base = Base.UPSAMPLED  # the residual is gt − this: the upsampled MS, or a GLP ratio injection to correct
-    base_gain: float = TargetSpec.base_gain  # glp_ratio base: Nyquist gain of its PAN low-pass (one for all sensors)
+    base_gain: float = TargetSpec.base_gain  # glp bases: Nyquist gain of its PAN low-pass (one for all sensors)
     self_condition: bool = False  # feed the previous x0̂ as an extra input (trained with probability 0.5)
     last_t_prob: float = 0.1  # probability of drawing t = T−1 (the 1-step sampler's only timestep); else uniform
     formulation: Formulation = Formulation.DIFFUSION  # diffusion, or the no-noise regressor baseline
