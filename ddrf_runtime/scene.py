@@ -52,6 +52,7 @@ GDAL_CACHE_BYTES = 128 * 2**20
 # DEFLATE level of the COG, with the TIFF predictor: level 1 took 3.1 CPU-s for a 16-MP 4-band uint16 scene
 # against 8.6 at the default 6, for a file 4 % larger (73 vs 70 MiB; 98 MiB at level 6 without predictor).
 COG_DEFLATE_LEVEL = 1
+STATS_BLOCK_PIXELS = 2**22  # PAN pixels per block of the scene-statistics pass (bounded memory)
 METRICS_MAX_SIDE = 2048  # full-resolution metrics use at most this central crop (PAN pixels per side)
 
 
@@ -186,7 +187,7 @@ def _scene_offsets(pair: RasterPair, target: TargetSpec, scale: float) -> np.nda
     if target.base is not Base.GLP_HPM:
         return None
     r, ms_rows, ms_cols = pair.ratio, int(pair.ms_window.height), int(pair.ms_window.width)
-    step = max(1, 2**22 // max(1, pair.width * r))  # MS rows per block: about 4 M PAN pixels
+    step = max(1, STATS_BLOCK_PIXELS // max(1, pair.width * r))  # MS rows per block
     total = MatchMoments.of(np.zeros((pair.ms_count, 0, 0)), np.zeros((0, 0)))
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), rasterio.open(pair.ms_path) as ms_ds, \
             rasterio.open(pair.pan_path) as pan_ds:
@@ -399,6 +400,8 @@ def fuse_scene(ms_path: str | os.PathLike, pan_path: str | os.PathLike, out_path
         "versions": dict(denoiser.versions), "bands": list(spec.bands), "ratio": pair.ratio,
         "bit_depth": bits, "bit_depth_source": bits_source, "steps": steps,
         "tiles": len(grid.tiles), "tile_shape": list(grid.tile_shape), "options": asdict(options),
+        "base": {"kind": spec.target.base.value,  # what the network's residual corrects, and its scene offsets
+                 **({} if offsets is None else {"offsets": [round(float(c), 6) for c in offsets]})},
         "size": [pair.height, pair.width], "nodata_pixels": n_invalid,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
     }

@@ -11,7 +11,8 @@ from ddrf_runtime.detail_base import MatchMoments, box_mean, glp_lowpass, glp_mo
 from ddrf_runtime.errors import ConfigError
 from ddrf_runtime.metrics import ergas, sam
 from ddrf_runtime.model_spec import ModelSpec
-from ddrf_runtime.pipeline import FuseOptions, fuse_arrays
+from ddrf_runtime.pipeline import FuseOptions, fuse_arrays, scene_offsets
+from ddrf_runtime import scene as scene_module
 from ddrf_runtime.scene import SceneConfig, fuse_scene
 from ddrf_runtime.session import Device
 from ddrf_runtime.splits import Region
@@ -89,15 +90,19 @@ def test_a_multiband_guide_has_no_glp_base():
 
 
 @pytest.mark.parametrize("target", [GLP, HPM], ids=lambda t: t.base.value)
-def test_scene_path_reads_the_pan_halo_like_the_array_path(tmp_path, demo_crop, target):
+def test_scene_path_reads_the_pan_halo_like_the_array_path(tmp_path, demo_crop, target, monkeypatch):
     """``fuse_scene`` (windowed GeoTIFF reads, strips, COG; the HPM offsets summed block by block) gives the
     in-memory result of a GLP-base model."""
+    monkeypatch.setattr(scene_module, "STATS_BLOCK_PIXELS", 9_600)  # 15 MS rows of the 40-row crop a block
     model = make_model(tmp_path / "zero_glp.onnx", "zero", spec=dataclasses.replace(SPEC, target=target))
     fuse = FuseOptions(tile=64, overlap=16, bit_depth=11)
     out = tmp_path / "fused.tif"
-    fuse_scene(*demo_crop, out, SceneConfig(model=str(model), device=Device.CPU, fuse=fuse, threads=1))
+    report = fuse_scene(*demo_crop, out, SceneConfig(model=str(model), device=Device.CPU, fuse=fuse, threads=1))
     with rasterio.open(demo_crop[0]) as m, rasterio.open(demo_crop[1]) as p, rasterio.open(out) as o:
         ms, pan, fused = m.read().transpose(1, 2, 0), p.read(1), o.read().transpose(1, 2, 0)
+    assert report["base"]["kind"] == target.base.value
+    if target.base is Base.GLP_HPM:  # summed block-row by block-row, the in-memory scene's offsets
+        np.testing.assert_allclose(report["base"]["offsets"], scene_offsets(target, ms, pan, 4, 2047.0), atol=2e-6)
     expected = np.round(fuse_arrays(ms, pan, model, fuse))
     np.testing.assert_allclose(fused, expected, atol=1.0)  # rounding to the output's integers
 
