@@ -34,7 +34,7 @@ from ddrf_runtime.splits import FUSEBOX_PATH_ROWS, Region
 from ddrf_runtime.target import Base
 from ddrf_train.backend import TorchDenoiser
 from ddrf_train.checkpoint import read_checkpoint
-from ddrf_train.config import ExperimentConfig, RadiometricConfig, load_config
+from ddrf_train.config import DegradationConfig, ExperimentConfig, RadiometricConfig, load_config
 
 from ._report import RESULTS_DIR, Clock, environment, environment_lines, markdown_table, say, write_results
 from .ablation import train_variant
@@ -100,6 +100,10 @@ VARIANTS = (
     Variant("hpm", "+ residual relative to MTF-GLP-HPM: the GLP ratio with histogram-matching offsets "
                    "(`diffusion.base = \"glp_hpm\"`)",
             lambda c: dataclasses.replace(c, diffusion=dataclasses.replace(c.diffusion, base=Base.GLP_HPM))),
+    Variant("hpm_mtf", "+ hpm base and 2 Wald copies per training pair through MS MTFs × exp(±0.3) "
+                       "(`[degrade] mtf_copies = 2, mtf_spread = 0.3`)",
+            lambda c: dataclasses.replace(c, diffusion=dataclasses.replace(c.diffusion, base=Base.GLP_HPM),
+                                          degrade=DegradationConfig(mtf_copies=2, mtf_spread=0.3))),
     # Separates budget from generalisation: the same budget with the held-out sensor's scenes in training.
     Variant("seen", "control: every sensor trains, the held-out one included", lambda c: c, sees_held_out=True),
 )

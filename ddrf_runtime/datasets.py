@@ -366,6 +366,16 @@ def reduced_resolution(
     return Pair(s.name, s.sensor, s.bit_depth, s.bands, r, lms, pan, s.ms, ms_lr)
 
 
+def redegrade(pair: Pair, gain_scale: np.ndarray) -> Pair:
+    """``pair`` with its MS reduced again from the reference through other MTFs: the sensor's Nyquist gains ×
+    ``gain_scale`` (C,), clipped to (0.05, 0.95). The PAN is kept; ``name`` tells the copy apart."""
+    gains = np.clip(ms_gains(pair.sensor, pair.gt.shape[-1]) * np.asarray(gain_scale), 0.05, 0.95)
+    ms_lr = decimate(mtf_lowpass(pair.gt, gains, pair.ratio), pair.ratio).astype(np.float32)
+    lms = upsample(ms_lr, pair.ratio).astype(np.float32, copy=False)
+    label = ",".join(f"{g:.2f}" for g in gains)
+    return replace(pair, name=f"{pair.name}@mtf[{label}]", lms=lms, ms_lr=ms_lr)
+
+
 def full_resolution(scene: Scene | str, region: Region | None = None, bands: int | None = None) -> FullRes:
     """The original data (no reference) with its upsampled MS, for no-reference metrics and fusion."""
     s = _crop(scene, region, bands, 1)

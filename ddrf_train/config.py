@@ -175,6 +175,19 @@ class RadiometricConfig:
 
 
 @dataclass(frozen=True)
+class DegradationConfig:
+    """Extra Wald-protocol copies of every training pair with other MS MTFs (``ddrf_train.patches``): a sensor's
+    MTF is what the network otherwise learns per sensor, and an unseen sensor brings its own."""
+
+    mtf_copies: int = 0  # extra copies of each training pair, its reference re-degraded (0: off, the default)
+    mtf_spread: float = 0.0  # each copy's MS Nyquist gains = the sensor's × exp(±spread), drawn per band
+
+    def check(self) -> list[tuple[str, str]]:
+        out = [] if self.mtf_copies >= 0 else [("mtf_copies", "must be >= 0")]
+        return out + ([] if 0.0 <= self.mtf_spread <= 1.0 else [("mtf_spread", "must be in [0, 1]")])
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Optimisation, data and bookkeeping of one training run."""
 
@@ -232,12 +245,14 @@ class ExperimentConfig:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     augment: RadiometricConfig = field(default_factory=RadiometricConfig)
+    degrade: DegradationConfig = field(default_factory=DegradationConfig)
 
     def validate(self, path: str | None = None) -> "ExperimentConfig":
         problems = [(f"model.{k}", m) for k, m in self.model.check()]
         problems += [(f"diffusion.{k}", m) for k, m in self.diffusion.check()]
         problems += [(f"train.{k}", m) for k, m in self.train.check()]
         problems += [(f"augment.{k}", m) for k, m in self.augment.check()]
+        problems += [(f"degrade.{k}", m) for k, m in self.degrade.check()]
         family = self.train.family
         for key, want in (("bands", family.bands), ("guide_bands", family.layout.guide_bands)):
             if getattr(self.model, key) != want:
@@ -272,7 +287,7 @@ class ExperimentConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], path: str | None = None) -> "ExperimentConfig":
         """Parse the ``to_dict`` / TOML form; ``[model] preset = "small"`` picks a preset to override."""
-        unknown = set(d) - {"model", "diffusion", "train", "augment"}
+        unknown = set(d) - {"model", "diffusion", "train", "augment", "degrade"}
         if unknown:
             raise ConfigError(f"unknown section(s) {sorted(unknown)}", path)
         train = _build(TrainConfig(), d.get("train", {}), "train", path)
@@ -285,7 +300,8 @@ class ExperimentConfig:
         model = _build(base, model_d, "model", path)
         diffusion = _build(DiffusionConfig(), d.get("diffusion", {}), "diffusion", path)
         augment = _build(RadiometricConfig(), d.get("augment", {}), "augment", path)
-        return cls(model=model, diffusion=diffusion, train=train, augment=augment).validate(path)
+        degrade = _build(DegradationConfig(), d.get("degrade", {}), "degrade", path)
+        return cls(model=model, diffusion=diffusion, train=train, augment=augment, degrade=degrade).validate(path)
 
 
 def _build(base: Any, values: Mapping[str, Any], section: str, path: str | None) -> Any:

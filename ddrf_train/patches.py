@@ -12,13 +12,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ddrf_runtime.datasets import Pair
+from ddrf_runtime.datasets import Pair, redegrade
 from ddrf_runtime.detail_base import match_offsets, residual_base
 from ddrf_runtime.errors import ConfigError
 from ddrf_runtime.target import Base, TargetSpec
 
 from .augment import jitter
-from .config import RadiometricConfig, Weighting
+from .config import DegradationConfig, RadiometricConfig, Weighting
 from .diffusion import condition_inputs
 
 
@@ -94,13 +94,28 @@ def _weights(scenes: Sequence[NormPair], weighting: Weighting) -> np.ndarray:
     return w / w.sum()
 
 
+def with_mtf_copies(pairs: Sequence[Pair], cfg: DegradationConfig, rng: np.random.Generator) -> list[Pair]:
+    """The pairs, each followed by ``cfg.mtf_copies`` copies re-degraded through MTFs drawn around its sensor's
+    (``datasets.redegrade``; gains × exp(±``cfg.mtf_spread``) per band). A copy keeps its pair's sensor, so
+    sensor-weighted sampling shares the pair's weight among its copies."""
+    out: list[Pair] = []
+    for p in pairs:
+        out.append(p)
+        for _ in range(cfg.mtf_copies):
+            scale = np.exp(rng.uniform(-cfg.mtf_spread, cfg.mtf_spread, size=p.gt.shape[-1]))  # (C,)
+            out.append(redegrade(p, scale))
+    return out
+
+
 class PatchSampler:
     """Random ``patch``² crops with a random flip and 90° rotation (the 8 symmetries of the square), then the
-    radiometric jitter of ``augment`` (off by default)."""
+    radiometric jitter of ``augment`` (off by default), from the pairs and their MTF copies (``degrade``)."""
 
     def __init__(self, pairs: Sequence[Pair], patch: int, batch: int, weighting: Weighting,
                  target: TargetSpec, rng: np.random.Generator,
-                 augment: RadiometricConfig = RadiometricConfig()) -> None:
+                 augment: RadiometricConfig = RadiometricConfig(),
+                 degrade: DegradationConfig = DegradationConfig()) -> None:
+        pairs = with_mtf_copies(pairs, degrade, rng) if degrade.mtf_copies else list(pairs)
         self.scenes = [NormPair.from_pair(p, target) for p in pairs if min(p.gt.shape[:2]) >= patch]
         if not self.scenes:
             raise ConfigError(f"no training pair is at least {patch}×{patch} pixels")

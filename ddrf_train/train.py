@@ -54,7 +54,7 @@ class Trainer:
         self.ema = EMA(self.model, tc.ema_decay, tc.ema_warmup)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
         self.sampler = PatchSampler(train_pairs, tc.patch, tc.batch, tc.weighting, cfg.diffusion.target,
-                                    self.np_rng, cfg.augment)
+                                    self.np_rng, cfg.augment, cfg.degrade)
         self.val_crops = validation_crops(val_pairs, tc.val_crops, tc.val_size, cfg.diffusion.target)
         self.step = 0
         self.best_ergas = math.inf
