@@ -1,11 +1,14 @@
 """The radiometric jitter lever: off changes nothing; on, it scales a band's lms and gt alike, moves the PAN
-relative to the MS, and is reproducible from the sampler's Generator."""
+relative to the MS, and is reproducible from the sampler's Generator. The MTF lever: Wald copies of a pair through
+other MS MTFs."""
 import numpy as np
 import pytest
 
 pytest.importorskip("torch")
 
-from ddrf_runtime.datasets import Pair  # noqa: E402
+from ddrf_runtime.datasets import Pair, redegrade, reduced_resolution  # noqa: E402
+from ddrf_runtime.errors import ConfigError  # noqa: E402
+from ddrf_runtime.splits import Region  # noqa: E402
 from ddrf_runtime.target import TargetSpec  # noqa: E402
 from ddrf_train.augment import jitter  # noqa: E402
 from ddrf_train.config import ExperimentConfig, RadiometricConfig, Weighting  # noqa: E402
@@ -68,3 +71,38 @@ def test_sampler_applies_the_configured_jitter():
     assert not np.allclose(ratio, 1.0)
     np.testing.assert_allclose((jittered.lms / plain.lms).numpy(), ratio, rtol=1e-4)
     np.testing.assert_array_equal(jittered.pan.numpy(), plain.pan.numpy())
+
+
+# --- the MTF lever: Wald copies through other MTFs ---
+
+
+def test_redegrade_at_the_sensors_gains_is_the_pair_and_sharper_gains_keep_more_detail(data_dir):
+    pair = reduced_resolution("osman", 4, Region("osman", (0, 128), (0, 128)), 4)
+    same = redegrade(pair, np.ones(4))
+    np.testing.assert_allclose(same.ms_lr, pair.ms_lr, rtol=1e-5, atol=1e-3)
+    sharp, blunt = redegrade(pair, np.full(4, 1.5)), redegrade(pair, np.full(4, 0.6))
+    err = {k: float(np.abs(p.lms - pair.gt).mean()) for k, p in (("sharp", sharp), ("nominal", pair),
+                                                                     ("blunt", blunt))}
+    assert err["sharp"] < err["nominal"] < err["blunt"]  # a sharper MS MTF leaves less for the network to add
+    np.testing.assert_array_equal(sharp.pan, pair.pan)
+    assert sharp.name != pair.name and sharp.sensor == pair.sensor
+
+
+def test_sampler_adds_mtf_copies_that_share_their_pairs_weight():
+    rng = np.random.default_rng(0)
+    gt = rng.uniform(100, 900, (32, 32, 4)).astype(np.float32)
+    pairs = [Pair(n, s, 11, ("B", "G", "R", "NIR"), 4, gt * 0.98, gt.mean(-1), gt, gt[::4, ::4])
+             for n, s in (("a", "WV2"), ("b", "GE1"))]
+    cfg = ExperimentConfig.from_dict({"train": {"patch": 16}, "degrade": {"mtf_copies": 2, "mtf_spread": 0.3}})
+    sampler = PatchSampler(pairs, 16, 4, Weighting.SENSOR, TargetSpec(), np.random.default_rng(5), cfg.augment,
+                           cfg.degrade)
+    assert [s.name.split("@")[0] for s in sampler.scenes] == ["a"] * 3 + ["b"] * 3
+    np.testing.assert_allclose(sampler.probs, 1 / 6)
+    assert not np.allclose(sampler.scenes[1].lms, sampler.scenes[0].lms)  # a copy's MS differs
+
+
+def test_degrade_config_is_checked():
+    with pytest.raises(ConfigError, match="degrade.mtf_spread"):
+        ExperimentConfig.from_dict({"degrade": {"mtf_spread": 1.5}})
+    with pytest.raises(ConfigError, match="degrade.mtf_copies"):
+        ExperimentConfig.from_dict({"degrade": {"mtf_copies": -1}})
