@@ -2,8 +2,8 @@
 
 Three layers, like rio-pansharpen: ``pipeline.prepare_batch``/``denoise_batch`` are the per-tile math;
 ``_prepare`` (reader threads) reads one batch of windows and conditions it, ``_StripWriter`` (a writer thread)
-writes a finished strip; ``fuse_scene`` validates the pair, builds the output profile from the inputs, streams
-strips into a temporary GeoTIFF, turns it into a Cloud-Optimized GeoTIFF and renames it into place — so the
+writes a finished strip; ``fuse_scene`` validates the pair, measures the scene statistics the model's base needs
+(``_scene_offsets``, HPM base only), builds the output profile from the inputs, streams strips into a temporary GeoTIFF, turns it into a Cloud-Optimized GeoTIFF and renames it into place — so the
 output path only ever holds a complete file. The network runs on the calling thread, between the two.
 
 ``fuse_scene`` is a pure function of paths and a picklable ``SceneConfig``: ready for a Ray/multiprocess map.
