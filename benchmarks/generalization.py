@@ -88,6 +88,10 @@ class Variant:
     sees_held_out: bool = False  # a control, not a LOSO model: trained on every sensor (one run for all folds)
 
 
+def _with_base(cfg: ExperimentConfig, base: Base) -> ExperimentConfig:
+    return dataclasses.replace(cfg, diffusion=dataclasses.replace(cfg.diffusion, base=base))
+
+
 # The radiometric jitter lever (``ddrf_train.augment``): spreads chosen to cover the sensors' spread of
 # brightness (a 2× range of how much of the bit depth a scene uses), band calibration and PAN response.
 JITTER = RadiometricConfig(gain=0.35, band_gain=0.1, pan_gain=0.15, pan_noise=0.02)
@@ -96,16 +100,20 @@ VARIANTS = (
     Variant("jitter", f"+ radiometric jitter {dataclasses.asdict(JITTER)}",
             lambda c: dataclasses.replace(c, augment=JITTER)),
     Variant("glp", "+ residual relative to the MTF-GLP ratio injection (`diffusion.base = \"glp_ratio\"`)",
-            lambda c: dataclasses.replace(c, diffusion=dataclasses.replace(c.diffusion, base=Base.GLP_RATIO))),
+            lambda c: _with_base(c, Base.GLP_RATIO)),
     Variant("hpm", "+ residual relative to MTF-GLP-HPM: the GLP ratio with histogram-matching offsets "
                    "(`diffusion.base = \"glp_hpm\"`)",
-            lambda c: dataclasses.replace(c, diffusion=dataclasses.replace(c.diffusion, base=Base.GLP_HPM))),
+            lambda c: _with_base(c, Base.GLP_HPM)),
     Variant("hpm_mtf", "+ hpm base and 2 Wald copies per training pair through MS MTFs × exp(±0.3) "
                        "(`[degrade] mtf_copies = 2, mtf_spread = 0.3`)",
-            lambda c: dataclasses.replace(c, diffusion=dataclasses.replace(c.diffusion, base=Base.GLP_HPM),
+            lambda c: dataclasses.replace(_with_base(c, Base.GLP_HPM),
                                           degrade=DegradationConfig(mtf_copies=2, mtf_spread=0.3))),
+    Variant("hpm_jitter", f"+ hpm base and radiometric jitter {dataclasses.asdict(JITTER)}",
+            lambda c: dataclasses.replace(_with_base(c, Base.GLP_HPM), augment=JITTER)),
     # Separates budget from generalisation: the same budget with the held-out sensor's scenes in training.
     Variant("seen", "control: every sensor trains, the held-out one included", lambda c: c, sees_held_out=True),
+    Variant("hpm_seen", "control: hpm base, every sensor trains, the held-out one included",
+            lambda c: _with_base(c, Base.GLP_HPM), sees_held_out=True),
 )
 
 
@@ -162,7 +170,8 @@ def _toml(v: object) -> str:
 def variant_config(fold: str, variant: Variant) -> ExperimentConfig:
     cfg = variant.edit(load_config(CONFIG_DIR / f"{fold}.toml"))
     if variant.name != "base":
-        out = "runs/loso/all_sensors" if variant.sees_held_out else f"{cfg.train.out_dir}_{variant.name}"
+        seen_dir = "runs/loso/all_sensors" + ("" if variant.name == "seen" else f"_{variant.name}")
+        out = seen_dir if variant.sees_held_out else f"{cfg.train.out_dir}_{variant.name}"
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, out_dir=out))
     return cfg.validate(variant.name)
 
