@@ -71,6 +71,11 @@ class MatchMoments:
             m, p = m[:, keep], p[keep]
         return cls(float(p.size), m.sum(axis=1), (m * m).sum(axis=1), float(p.sum()), float((p * p).sum()))
 
+    @classmethod
+    def empty(cls, bands: int) -> "MatchMoments":
+        """No pixels yet: the start of a block-by-block sum."""
+        return cls(0.0, np.zeros(bands), np.zeros(bands), 0.0, 0.0)
+
     def __add__(self, other: "MatchMoments") -> "MatchMoments":
         return MatchMoments(self.n + other.n, self.ms + other.ms, self.ms2 + other.ms2,
                             self.pan + other.pan, self.pan2 + other.pan2)

@@ -3,8 +3,9 @@
 Three layers, like rio-pansharpen: ``pipeline.prepare_batch``/``denoise_batch`` are the per-tile math;
 ``_prepare`` (reader threads) reads one batch of windows and conditions it, ``_StripWriter`` (a writer thread)
 writes a finished strip; ``fuse_scene`` validates the pair, measures the scene statistics the model's base needs
-(``_scene_offsets``, HPM base only), builds the output profile from the inputs, streams strips into a temporary GeoTIFF, turns it into a Cloud-Optimized GeoTIFF and renames it into place — so the
-output path only ever holds a complete file. The network runs on the calling thread, between the two.
+(``_scene_offsets``, HPM base only), builds the output profile from the inputs, streams strips into a temporary
+GeoTIFF, turns it into a Cloud-Optimized GeoTIFF and renames it into place — so the output path only ever holds a
+complete file. The network runs on the calling thread, between the two.
 
 ``fuse_scene`` is a pure function of paths and a picklable ``SceneConfig``: ready for a Ray/multiprocess map.
 """
@@ -188,14 +189,14 @@ def _scene_offsets(pair: RasterPair, target: TargetSpec, scale: float) -> np.nda
         return None
     r, ms_rows, ms_cols = pair.ratio, int(pair.ms_window.height), int(pair.ms_window.width)
     step = max(1, STATS_BLOCK_PIXELS // max(1, pair.width * r))  # MS rows per block
-    total = MatchMoments.of(np.zeros((pair.ms_count, 0, 0)), np.zeros((0, 0)))
+    total = MatchMoments.empty(pair.ms_count)
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), rasterio.open(pair.ms_path) as ms_ds, \
             rasterio.open(pair.pan_path) as pan_ds:
         for r0 in range(0, ms_rows, step):
             n = min(step, ms_rows - r0)
-            ms, ms_ok = _read_filled(ms_ds, _shift(GridWindow(r0, 0, n, ms_cols), pair.ms_window), scale)  # (n, w, C)
-            pan, pan_ok = _read_filled(pan_ds, _shift(GridWindow(r0 * r, 0, n * r, pair.width), pair.pan_window),
-                                       scale)  # (n·r, W, 1)
+            ms_win, pan_win = GridWindow(r0, 0, n, ms_cols), GridWindow(r0 * r, 0, n * r, pair.width)
+            ms, ms_ok = _read_filled(ms_ds, _shift(ms_win, pair.ms_window), scale)  # (n, w, C)
+            pan, pan_ok = _read_filled(pan_ds, _shift(pan_win, pair.pan_window), scale)  # (n·r, W, 1)
             valid = ms_ok & (box_mean(pan_ok, r) == 1.0)  # (n, w): every PAN pixel of the MS pixel valid too
             total = total + MatchMoments.of(ms.transpose(2, 0, 1) / scale, box_mean(pan[..., 0], r) / scale, valid)
     return total.offsets()
