@@ -13,9 +13,10 @@ import numpy as np
 import torch
 
 from ddrf_runtime.datasets import Pair, redegrade
-from ddrf_runtime.detail_base import match_offsets, residual_base
+from ddrf_runtime.detail_base import residual_base
 from ddrf_runtime.errors import ConfigError
-from ddrf_runtime.target import Base, TargetSpec
+from ddrf_runtime.pipeline import scene_offsets
+from ddrf_runtime.target import TargetSpec
 
 from .augment import jitter
 from .config import DegradationConfig, RadiometricConfig, Weighting
@@ -41,9 +42,7 @@ class NormPair:
         pan = pair.pan[None] if pair.pan.ndim == 2 else pair.pan.transpose(2, 0, 1)
         lms = np.ascontiguousarray(pair.lms.transpose(2, 0, 1) / s, dtype=np.float32)  # (C, H, W)
         pan = np.ascontiguousarray(pan / s, dtype=np.float32)  # (k, H, W)
-        offsets = None  # the whole pair's histogram-matching offsets (GLP_HPM), as the runtime measures a scene's
-        if target.base is Base.GLP_HPM:
-            offsets = match_offsets((pair.ms_lr.transpose(2, 0, 1) / s).astype(np.float32), pan[0], pair.ratio)
+        offsets = scene_offsets(target, pair.ms_lr, pair.pan, pair.ratio, s)  # the whole pair's, as the runtime's
         return cls(pair.name, pair.sensor, pair.ratio, s, lms, pan,
                    np.ascontiguousarray(pair.gt.transpose(2, 0, 1) / s, dtype=np.float32),
                    residual_base(target, lms, pan, pair.ratio, offsets=offsets))
