@@ -1,4 +1,5 @@
-"""The base image a residual model corrects: the upsampled MS, or a classical MTF-GLP ratio injection.
+"""The base image a residual model corrects: the upsampled MS, or a classical MTF-GLP ratio injection (with or
+without histogram matching).
 
 ``Base.GLP_RATIO`` is high-pass modulation without histogram matching (SFIM with an MTF-GLP low-pass):
 base_k = lms_k · P / P_LP, P_LP the PAN blurred with a Gaussian MTF of Nyquist gain ``base_gain``, decimated and
@@ -12,8 +13,8 @@ clipped to [0, ``MAX_GAIN``], which on real scenes only ever touches a handful o
 (P − μ_P)·σ_k/σ_P + μ_k, turns the ratio into (P + c_k) / (P_LP + c_k) with one offset per band,
 c_k = μ_k·σ_P/σ_k − μ_P. A band whose mean is large next to its contrast (haze, path radiance in the blue) gets
 less of the PAN's modulation, which is what restores spectral angles on hazy VHR scenes (Osman SAM 2.82° → 2.12°
-with no network). Offsets are kept ≥ 0: a negative one would amplify the PAN's contrast, and on the shared
-scenes that only ever hurt (SpaceNet Rotterdam). They are scene statistics (``MatchMoments``), measured on the
+with no network). Offsets are kept ≥ 0: a negative one amplifies the PAN's contrast, which on the shared scenes
+helped WorldView-2/3 a little but hurt GeoEye-1, Landsat-7 and SpaceNet Rotterdam more. They are scene statistics (``MatchMoments``), measured on the
 MS grid (the PAN box-averaged onto it), so a whole scene sums them block by block and every tile gets the same.
 """
 from __future__ import annotations
