@@ -13,7 +13,8 @@
 # script on a CPU machine. Environment: OUT (required), STASH (default /root/stash: site.tar.xz.partNN and
 # site.tar.xz.sha256, from benchmarks/gpu/pack_wheels.sh), DDRF_GPU_INPUTS (default benchmarks/gpu/inputs, made by
 # `python -m benchmarks.gpu.prepare` here), TIME_LIMIT_S (default 480), SHARE_SCALE (default 1: multiplies every
-# section's time share and budget; a smoke test on a loaded CPU machine needs ~4), PYTHON (default python3).
+# section's time share and budget; a smoke test on a loaded CPU machine needs ~4, and then TIME_LIMIT_S ≥ 1000
+# or latency is skipped), PYTHON (default python3).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 : "${OUT:?set OUT to the results folder}"
