@@ -361,17 +361,21 @@ def reduced_resolution(
     s = _crop(s0, region, bands, r)
     pan = s.pan if s.ratio == 1 else decimate(mtf_lowpass(s.pan, pan_gain(s.sensor), s.ratio), s.ratio)
     pan = pan.astype(np.float32, copy=False)  # (h, w[, k]): the MS grid
-    ms_lr = decimate(mtf_lowpass(s.ms, ms_gains(s.sensor, s.ms.shape[-1]), r), r).astype(np.float32)
-    lms = upsample(ms_lr, r).astype(np.float32, copy=False)
+    ms_lr, lms = _reduce_ms(s.ms, ms_gains(s.sensor, s.ms.shape[-1]), r)
     return Pair(s.name, s.sensor, s.bit_depth, s.bands, r, lms, pan, s.ms, ms_lr)
+
+
+def _reduce_ms(ms: np.ndarray, gains: np.ndarray, ratio: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ms_lr, lms) float32: ``ms`` (H, W, C) MTF-low-passed with ``gains`` and decimated, and upsampled back."""
+    ms_lr = decimate(mtf_lowpass(ms, gains, ratio), ratio).astype(np.float32)
+    return ms_lr, upsample(ms_lr, ratio).astype(np.float32, copy=False)
 
 
 def redegrade(pair: Pair, gain_scale: np.ndarray) -> Pair:
     """``pair`` with its MS reduced again from the reference through other MTFs: the sensor's Nyquist gains ×
     ``gain_scale`` (C,), clipped to (0.05, 0.95). The PAN is kept; ``name`` tells the copy apart."""
     gains = np.clip(ms_gains(pair.sensor, pair.gt.shape[-1]) * np.asarray(gain_scale), 0.05, 0.95)
-    ms_lr = decimate(mtf_lowpass(pair.gt, gains, pair.ratio), pair.ratio).astype(np.float32)
-    lms = upsample(ms_lr, pair.ratio).astype(np.float32, copy=False)
+    ms_lr, lms = _reduce_ms(pair.gt, gains, pair.ratio)
     label = ",".join(f"{g:.2f}" for g in gains)
     return replace(pair, name=f"{pair.name}@mtf[{label}]", lms=lms, ms_lr=ms_lr)
 

@@ -14,8 +14,9 @@ clipped to [0, ``MAX_GAIN``], which on real scenes only ever touches a handful o
 c_k = μ_k·σ_P/σ_k − μ_P. A band whose mean is large next to its contrast (haze, path radiance in the blue) gets
 less of the PAN's modulation, which is what restores spectral angles on hazy VHR scenes (Osman SAM 2.82° → 2.12°
 with no network). Offsets are kept ≥ 0: a negative one amplifies the PAN's contrast, which on the shared scenes
-helped WorldView-2/3 a little but hurt GeoEye-1, Landsat-7 and SpaceNet Rotterdam more. They are scene statistics (``MatchMoments``), measured on the
-MS grid (the PAN box-averaged onto it), so a whole scene sums them block by block and every tile gets the same.
+helped WorldView-2/3 a little but hurt GeoEye-1, Landsat-7 and SpaceNet Rotterdam more. They are scene statistics
+(``MatchMoments``), measured on the MS grid (the PAN box-averaged onto it), so a whole scene sums them block by
+block and every tile gets the same.
 """
 from __future__ import annotations
 
@@ -88,8 +89,7 @@ class MatchMoments:
         mu, mu_p = self.ms / self.n, self.pan / self.n
         sd = np.sqrt(np.maximum(self.ms2 / self.n - mu * mu, 0.0))
         sd_p = np.sqrt(max(self.pan2 / self.n - mu_p * mu_p, 0.0))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            c = np.where(sd > 1e-9, mu * sd_p / np.maximum(sd, 1e-9) - mu_p, MAX_OFFSET)
+        c = np.where(sd > 1e-9, mu * sd_p / np.maximum(sd, 1e-9) - mu_p, MAX_OFFSET)
         return np.clip(c, 0.0, MAX_OFFSET).astype(np.float32)
 
 
@@ -105,10 +105,16 @@ def glp_lowpass(pan: np.ndarray, ratio: int, gain: float) -> np.ndarray:
     return upsample(decimate(blurred, ratio), ratio)  # (H, W)
 
 
-def glp_modulation(pan: np.ndarray, ratio: int, gain: float, offsets: np.ndarray | None = None) -> np.ndarray:
-    """(H, W) → (H, W) float32 P / P_LP, or with ``offsets`` (C,) → (C, H, W) (P + c_k) / (P_LP + c_k)."""
+def glp_modulation(pan: np.ndarray, ratio: int, gain: float, offsets: np.ndarray | None = None,
+                   context: int = 0) -> np.ndarray:
+    """(H, W) → (H', W') float32 P / P_LP, or with ``offsets`` (C,) → (C, H', W') (P + c_k) / (P_LP + c_k), where
+    (H', W') is the window ``context`` pixels inside the PAN: the low-pass sees all of it, the ratio (per band
+    with offsets) is formed only where it is kept."""
     p = pan.astype(np.float32)
-    low = glp_lowpass(p, ratio, gain)
+    h, w = p.shape
+    inner = (slice(context, h - context), slice(context, w - context))
+    low = glp_lowpass(p, ratio, gain)[inner]  # (H', W')
+    p = p[inner]
     if offsets is not None:
         c = np.asarray(offsets, np.float32)[:, None, None]  # (C, 1, 1)
         p, low = p + c, low + c  # (C, H, W)
@@ -136,7 +142,6 @@ def residual_base(target: TargetSpec, lms: np.ndarray, guide: np.ndarray, ratio:
         inner = pans[:, context:context + h, context:context + w]  # (N, H, W)
         ms = box_mean(lms.reshape((-1, c, h, w)), ratio).transpose(1, 0, 2, 3)  # (C, N, h, w)
         offsets = MatchMoments.of(ms, box_mean(inner, ratio)).offsets()
-    mod = np.stack([glp_modulation(p, ratio, target.base_gain, offsets)[..., context:context + h, context:context + w]
-                    for p in pans])  # (N, 1 or C, H, W)
-    mod = mod.reshape(guide.shape[:-3] + mod.shape[1:])  # (..., 1 or C, H, W)
+    mod = np.stack([glp_modulation(p, ratio, target.base_gain, offsets, context) for p in pans])  # (N, [C,] H, W)
+    mod = mod.reshape(guide.shape[:-3] + (-1, h, w))  # (..., 1 or C, H, W)
     return (lms * mod).astype(lms.dtype, copy=False)  # (..., C, H, W)

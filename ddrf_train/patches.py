@@ -114,7 +114,7 @@ class PatchSampler:
                  target: TargetSpec, rng: np.random.Generator,
                  augment: RadiometricConfig = RadiometricConfig(),
                  degrade: DegradationConfig = DegradationConfig()) -> None:
-        pairs = with_mtf_copies(pairs, degrade, rng) if degrade.mtf_copies else list(pairs)
+        pairs = with_mtf_copies(pairs, degrade, rng)  # the pairs themselves when there are no copies
         self.scenes = [NormPair.from_pair(p, target) for p in pairs if min(p.gt.shape[:2]) >= patch]
         if not self.scenes:
             raise ConfigError(f"no training pair is at least {patch}×{patch} pixels")
