@@ -36,7 +36,7 @@ from scipy import ndimage, stats
 from ddrf_runtime import datasets, scene
 from ddrf_runtime.datapaths import DEMO_DIR, MODELS_DIR
 from ddrf_runtime.metrics import ergas, sam
-from ddrf_runtime.pipeline import FuseOptions, full_scale, make_grid, sample_tiles, scene_offsets
+from ddrf_runtime.pipeline import FuseOptions, full_scale, make_grid, sample_tiles, scene_base
 from ddrf_runtime.session import Denoiser, Device
 from ddrf_runtime.uncertainty import pool_spread, sample_statistics
 
@@ -83,9 +83,9 @@ def draw_samples(denoiser: Denoiser, pair: datasets.Pair, steps: int, eta: float
     if len(grid.tiles) != 1:
         raise ValueError(f"{pair.name} spans {len(grid.tiles)} tiles; this benchmark needs one tile per pair")
     tile, scale = grid.tiles[0], full_scale(pair.bit_depth)
-    offsets = scene_offsets(denoiser.spec.target, pair.ms_lr, pair.pan, pair.ratio, scale)
+    scene = scene_base(denoiser.spec.target, pair.ms_lr, pair.pan, pair.ratio, scale)
     out = sample_tiles(grid, [tile], [pair.ms_lr[tile.ms.slices]], [pair.pan[tile.pan.slices]], denoiser,
-                       options, scale=scale, offsets=offsets)  # (1, N, th, tw, C)
+                       options, scale=scale, scene=scene)  # (1, N, th, tw, C)
     return out[0, :, :tile.read.height, :tile.read.width]
 
 

@@ -21,7 +21,7 @@ from .resample import UPSAMPLE_REACH, upsample
 from .sampler import sample_ddim
 from .schedule import ddim_timesteps
 from .backends import DenoiserLike
-from .detail_base import base_context, match_offsets, residual_base
+from .detail_base import SceneBase, base_context, fit_gains, fit_window, match_offsets, residual_base
 from .session import Denoiser
 from .target import Base, TargetSpec
 from .tiling import Tile, TileGrid, pad_symmetric, tile_noise
@@ -88,24 +88,31 @@ def full_scale(bit_depth: int) -> float:
     return float(2**bit_depth - 1)
 
 
-def scene_offsets(target: TargetSpec, ms: np.ndarray, pan: np.ndarray, ratio: int, scale: float) -> np.ndarray | None:
-    """The histogram-matching offsets (C,) of a whole in-memory scene, ms (h, w, C) and pan (rh, rw) in DN, for
-    a ``Base.GLP_HPM`` model; None for other bases (they need no scene statistics)."""
-    if target.base is not Base.GLP_HPM:
+def scene_base(target: TargetSpec, ms: np.ndarray, pan: np.ndarray, ratio: int, scale: float) -> SceneBase | None:
+    """The base statistics of a whole in-memory scene, ms (h, w, C) and pan (rh, rw) in DN: the histogram-matching
+    offsets (GLP-HPM bases), and the detail gains fitted on ``fit_window`` (``Base.GLP_HPM_FIT``); None for
+    bases that need no scene statistics."""
+    if target.base not in (Base.GLP_HPM, Base.GLP_HPM_FIT):
         return None
     ms_n = (ms.astype(np.float32) / np.float32(scale)).transpose(2, 0, 1)  # (C, h, w)
-    return match_offsets(ms_n, pan.reshape(pan.shape[:2]).astype(np.float32) / np.float32(scale), ratio)
+    pan_n = pan.reshape(pan.shape[:2]).astype(np.float32) / np.float32(scale)  # (rh, rw)
+    offsets = match_offsets(ms_n, pan_n, ratio)
+    if target.base is Base.GLP_HPM:
+        return SceneBase(offsets)
+    r0, c0, rows, cols = fit_window(ms.shape[0], ms.shape[1], ratio)
+    window = ms_n[:, r0:r0 + rows, c0:c0 + cols], pan_n[r0 * ratio:(r0 + rows) * ratio, c0 * ratio:(c0 + cols) * ratio]
+    return SceneBase(offsets, fit_gains(*window, ratio, target.base_gain))
 
 
 def condition_tile(grid: TileGrid, tile: Tile, ms_read: np.ndarray, pan_read: np.ndarray, scale: float,
                    target: TargetSpec = TargetSpec(),
-                   offsets: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   scene: SceneBase | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One tile's network condition cat[lms_n, guide_n] (C + k, tile rows, tile cols) and the base image its
     residual is added to (C, tile rows, tile cols), both float32 and normalised.
 
     ``ms_read`` (tile.ms rows, cols, C) and ``pan_read`` (tile.pan rows, cols[, k]) are DN, each with its halo.
     Both are normalised and mirrored where the halo was clipped; the MS is upsampled, the base computed with the
-    PAN halo's context and the scene's ``offsets`` (``scene_offsets``; None: the tile's own), and the halos
+    PAN halo's context and the ``scene``'s statistics (``scene_base``; None: the tile's own), and the halos
     cropped away.
     """
     th, tw = tile.window.height, tile.window.width
@@ -120,7 +127,7 @@ def condition_tile(grid: TileGrid, tile: Tile, ms_read: np.ndarray, pan_read: np
     pan = pan.reshape(pan.shape[:2] + (-1,)).transpose(2, 0, 1)  # (k, th + 2p, tw + 2p)
     p = grid.pan_halo
     cond = np.concatenate([lms, pan[:, p:p + th, p:p + tw]])  # (C+k, th, tw)
-    base = residual_base(target, lms, pan, grid.ratio, context=p, offsets=offsets)  # (C, th, tw)
+    base = residual_base(target, lms, pan, grid.ratio, context=p, scene=scene)  # (C, th, tw)
     return np.ascontiguousarray(cond, np.float32), base  # base: stacked per batch by the caller
 
 
@@ -148,16 +155,16 @@ def _sample_noise(options: FuseOptions, tiles: Sequence[Tile], shape: tuple[int,
 
 def prepare_batch(grid: TileGrid, tiles: Sequence[Tile], ms_reads: Sequence[np.ndarray],
                   pan_reads: Sequence[np.ndarray], spec: ModelSpec, options: FuseOptions, scale: float,
-                  offsets: np.ndarray | None = None) -> BatchInputs:
+                  scene: SceneBase | None = None) -> BatchInputs:
     """The CPU half of fusing tiles: conditions, wavelets, the residual's base image and noise (numpy/numba; no
     network, GIL mostly free).
 
     ``ms_reads[i]``/``pan_reads[i]`` are the DN pixels of ``tiles[i].ms``/``tiles[i].pan``. Sample s of a tile
     starts from ``tile_noise(options.seed, row, col, shape, s)`` (sample 0: the scene's historical noise), so
-    results do not depend on batching. ``offsets``: the scene's (``scene_offsets``).
+    results do not depend on batching. ``scene``: the scene's base statistics (``scene_base``).
     """
     c = spec.num_bands
-    conds, bases = zip(*(condition_tile(grid, t, m, p, scale, spec.target, offsets)
+    conds, bases = zip(*(condition_tile(grid, t, m, p, scale, spec.target, scene)
                          for t, m, p in zip(tiles, ms_reads, pan_reads)))
     cond, base = np.stack(conds), np.stack(bases)  # (B, C+k, th, tw), (B, C, th, tw)
     wav = wavelet_condition(cond[:, :c], cond[:, c:])  # (B, C+3k, th/2, tw/2)
@@ -202,19 +209,19 @@ def denoise_batch(batch: BatchInputs, denoiser: DenoiserLike, options: FuseOptio
 
 def sample_tiles(grid: TileGrid, tiles: Sequence[Tile], ms_reads: Sequence[np.ndarray],
                  pan_reads: Sequence[np.ndarray], denoiser: DenoiserLike, options: FuseOptions, *, scale: float,
-                 offsets: np.ndarray | None = None, progress: tqdm | None = None) -> np.ndarray:
+                 scene: SceneBase | None = None, progress: tqdm | None = None) -> np.ndarray:
     """``options.samples`` fused samples of each tile: (n, N, tile rows, tile cols, C) float32 DN in [0, scale],
-    ``tiles_per_call`` tiles per network call; ``offsets`` are the scene's (``scene_offsets``)."""
+    ``tiles_per_call`` tiles per network call; ``scene``: the scene's base statistics (``scene_base``)."""
     per_call = tiles_per_call(options)
     return np.concatenate([
         sample_batch(prepare_batch(grid, tiles[b0:b0 + per_call], ms_reads[b0:b0 + per_call],
-                                   pan_reads[b0:b0 + per_call], denoiser.spec, options, scale, offsets),
+                                   pan_reads[b0:b0 + per_call], denoiser.spec, options, scale, scene),
                      denoiser, options, scale=scale, progress=progress)
         for b0 in range(0, len(tiles), per_call)])
 
 
 def fuse_tiles(grid: TileGrid, tiles: Sequence[Tile], ms_reads: Sequence[np.ndarray], pan_reads: Sequence[np.ndarray],
-               denoiser: DenoiserLike, options: FuseOptions, *, scale: float, offsets: np.ndarray | None = None,
+               denoiser: DenoiserLike, options: FuseOptions, *, scale: float, scene: SceneBase | None = None,
                progress: tqdm | None = None) -> np.ndarray:
     """Fuse tiles: (n, tile rows, tile cols, C + S) float32, to blend with the tiles' weights.
 
@@ -222,7 +229,7 @@ def fuse_tiles(grid: TileGrid, tiles: Sequence[Tile], ms_reads: Sequence[np.ndar
     ``options.samples``. With several samples S = C + 1 spread channels follow (per-band variance, spectral
     angle spread), pooled over ``options.spread_sigma`` pixels; with one, S = 0. Arguments as for ``sample_tiles``.
     """
-    samples = sample_tiles(grid, tiles, ms_reads, pan_reads, denoiser, options, scale=scale, offsets=offsets,
+    samples = sample_tiles(grid, tiles, ms_reads, pan_reads, denoiser, options, scale=scale, scene=scene,
                            progress=progress)
     return _reduce_samples(samples, denoiser.spec.num_bands, options)
 
@@ -291,7 +298,7 @@ def fuse_arrays_with_spread(ms: np.ndarray, pan: np.ndarray, model: DenoiserLike
     _check_arrays(ms, pan, spec)
     scale = full_scale(resolve_bit_depth(options, spec, ms, pan))
     grid = make_grid(spec, options, pan.shape[0], pan.shape[1])
-    offsets = scene_offsets(spec.target, ms, pan, spec.ratio, scale)
+    scene = scene_base(spec.target, ms, pan, spec.ratio, scale)
     c = spec.num_bands
     out = np.zeros(pan.shape[:2] + (output_channels(c, options),), np.float32)  # (rh, rw, C + S) weighted sum
     tiles = grid.tiles
@@ -299,7 +306,7 @@ def fuse_arrays_with_spread(ms: np.ndarray, pan: np.ndarray, model: DenoiserLike
         for b0 in range(0, len(tiles), options.batch):  # one batch at a time bounds the memory held
             group = tiles[b0:b0 + options.batch]
             fused = fuse_tiles(grid, group, [ms[t.ms.slices] for t in group], [pan[t.pan.slices] for t in group],
-                               denoiser, options, scale=scale, offsets=offsets, progress=bar)
+                               denoiser, options, scale=scale, scene=scene, progress=bar)
             for tile, values in zip(group, fused):
                 grid.blend(out, tile, values)
     if options.samples == 1:

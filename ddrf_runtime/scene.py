@@ -3,7 +3,7 @@
 Three layers, like rio-pansharpen: ``pipeline.prepare_batch``/``denoise_batch`` are the per-tile math;
 ``_prepare`` (reader threads) reads one batch of windows and conditions it, ``_StripWriter`` (a writer thread)
 writes a finished strip; ``fuse_scene`` validates the pair, measures the scene statistics the model's base needs
-(``_scene_offsets``, HPM base only), builds the output profile from the inputs, streams strips into a temporary
+(``_scene_base``, HPM bases only), builds the output profile from the inputs, streams strips into a temporary
 GeoTIFF, turns it into a Cloud-Optimized GeoTIFF and renames it into place — so the output path only ever holds a
 complete file. The network runs on the calling thread, between the two.
 
@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from .backends import Backend, DenoiserLike, load_denoiser
 from .datapaths import MODELS_DIR
-from .detail_base import MatchMoments, box_mean
+from .detail_base import MatchMoments, SceneBase, box_mean, fit_gains, fit_window
 from .errors import ConfigError, InputError, ModelError, OutputError
 from .model_spec import ModelSpec
 from .pipeline import (BatchInputs, FuseOptions, denoise_batch, full_scale, make_grid, output_channels,
@@ -182,10 +182,11 @@ def _shift(window: GridWindow, by: Window) -> Window:
     return Window(by.col_off + window.col, by.row_off + window.row, window.width, window.height)
 
 
-def _scene_offsets(pair: RasterPair, target: TargetSpec, scale: float) -> np.ndarray | None:
-    """The whole scene's histogram-matching offsets for a ``Base.GLP_HPM`` model (None for other bases), over the
-    MS pixels valid in both inputs: one extra pass over the PAN, block-row by block-row (bounded memory)."""
-    if target.base is not Base.GLP_HPM:
+def _scene_base(pair: RasterPair, target: TargetSpec, scale: float) -> SceneBase | None:
+    """The whole scene's base statistics (``pipeline.scene_base``; None for bases without any) over the MS pixels
+    valid in both inputs: the offsets in one extra pass over the PAN, block-row by block-row (bounded memory),
+    and for ``Base.GLP_HPM_FIT`` the detail gains on the central ``fit_window``."""
+    if target.base not in (Base.GLP_HPM, Base.GLP_HPM_FIT):
         return None
     r, ms_rows, ms_cols = pair.ratio, int(pair.ms_window.height), int(pair.ms_window.width)
     step = max(1, STATS_BLOCK_PIXELS // max(1, pair.width * r))  # MS rows per block
@@ -194,12 +195,23 @@ def _scene_offsets(pair: RasterPair, target: TargetSpec, scale: float) -> np.nda
             rasterio.open(pair.pan_path) as pan_ds:
         for r0 in range(0, ms_rows, step):
             n = min(step, ms_rows - r0)
-            ms_win, pan_win = GridWindow(r0, 0, n, ms_cols), GridWindow(r0 * r, 0, n * r, pair.width)
-            ms, ms_ok = _read_filled(ms_ds, _shift(ms_win, pair.ms_window), scale)  # (n, w, C)
-            pan, pan_ok = _read_filled(pan_ds, _shift(pan_win, pair.pan_window), scale)  # (n·r, W, 1)
-            valid = ms_ok & (box_mean(pan_ok, r) == 1.0)  # (n, w): every PAN pixel of the MS pixel valid too
-            total = total + MatchMoments.of(ms.transpose(2, 0, 1) / scale, box_mean(pan[..., 0], r) / scale, valid)
-    return total.offsets()
+            ms, pan, valid = _read_ms_grid(ms_ds, pan_ds, pair, GridWindow(r0, 0, n, ms_cols), scale)
+            total = total + MatchMoments.of(ms, box_mean(pan, r), valid)
+        if target.base is Base.GLP_HPM:
+            return SceneBase(total.offsets())
+        ms, pan, valid = _read_ms_grid(ms_ds, pan_ds, pair, GridWindow(*fit_window(ms_rows, ms_cols, r)), scale)
+    return SceneBase(total.offsets(), fit_gains(ms, pan, r, target.base_gain, valid))
+
+
+def _read_ms_grid(ms_ds, pan_ds, pair: RasterPair, ms_win: GridWindow,
+                  scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Normalised MS (C, n, m) of an MS-grid window, its PAN (r·n, r·m), and the MS pixels valid in both (n, m)."""
+    r = pair.ratio
+    pan_win = GridWindow(ms_win.row * r, ms_win.col * r, ms_win.height * r, ms_win.width * r)
+    ms, ms_ok = _read_filled(ms_ds, _shift(ms_win, pair.ms_window), scale)  # (n, m, C)
+    pan, pan_ok = _read_filled(pan_ds, _shift(pan_win, pair.pan_window), scale)  # (n·r, m·r, 1)
+    valid = ms_ok & (box_mean(pan_ok, r) == 1.0)  # every PAN pixel of the MS pixel valid too
+    return ms.transpose(2, 0, 1) / scale, pan[..., 0] / scale, valid
 
 
 @dataclass(frozen=True, eq=False)  # holds arrays
@@ -254,13 +266,13 @@ def _batch_plan(rows: list[list[Tile]], batch: int) -> Iterator[tuple[int, bool,
 
 
 def _prepare(job: tuple[int, bool, list[Tile]], grid: TileGrid, pair: RasterPair, datasets: _ThreadDatasets,
-             spec: ModelSpec, options: FuseOptions, scale: float, offsets: np.ndarray | None) -> _ReadBatch:
+             spec: ModelSpec, options: FuseOptions, scale: float, scene: SceneBase | None) -> _ReadBatch:
     """Read and condition one batch (the producer stage, on a worker thread)."""
     row, last, group = job
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):  # GDAL's settings and message handler are per thread
         ms_ds, pan_ds = datasets.get()
         ms_reads, pan_reads, valid = zip(*(_read_tile(t, grid, pair, ms_ds, pan_ds, scale) for t in group))
-    return _ReadBatch(row, last, prepare_batch(grid, group, ms_reads, pan_reads, spec, options, scale, offsets),
+    return _ReadBatch(row, last, prepare_batch(grid, group, ms_reads, pan_reads, spec, options, scale, scene),
                       valid)
 
 
@@ -358,8 +370,8 @@ def fuse_scene(ms_path: str | os.PathLike, pan_path: str | os.PathLike, out_path
     scale = full_scale(bits)
     timings["setup"] = time.perf_counter() - t
     t = time.perf_counter()
-    offsets = _scene_offsets(pair, spec.target, scale)
-    if offsets is not None:
+    scene = _scene_base(pair, spec.target, scale)
+    if scene is not None:
         timings["scene_statistics"] = time.perf_counter() - t
 
     nodata = _output_nodata(pair, scale)
@@ -375,7 +387,7 @@ def fuse_scene(ms_path: str | os.PathLike, pan_path: str | os.PathLike, out_path
                 for b, desc in enumerate(pair.band_descriptions or (), start=1):
                     dst.set_band_description(b, desc or spec.bands[b - 1])
                 writer = _StripWriter(dst, pair, scale, nodata, side)
-                _stream_strips(grid, pair, writer, denoiser, options, scale, offsets, steps,
+                _stream_strips(grid, pair, writer, denoiser, options, scale, scene, steps,
                                config.resolved_prepare_threads(), config.queue_depth, progress)
                 n_invalid = writer.n_invalid
             if n_invalid == pair.height * pair.width:
@@ -401,8 +413,8 @@ def fuse_scene(ms_path: str | os.PathLike, pan_path: str | os.PathLike, out_path
         "versions": dict(denoiser.versions), "bands": list(spec.bands), "ratio": pair.ratio,
         "bit_depth": bits, "bit_depth_source": bits_source, "steps": steps,
         "tiles": len(grid.tiles), "tile_shape": list(grid.tile_shape), "options": asdict(options),
-        "base": {"kind": spec.target.base.value,  # what the network's residual corrects, and its scene offsets
-                 **({} if offsets is None else {"offsets": [round(float(c), 6) for c in offsets]})},
+        "base": {"kind": spec.target.base.value,  # what the network's residual corrects, and its scene statistics
+                 **({} if scene is None else scene.as_dict())},
         "size": [pair.height, pair.width], "nodata_pixels": n_invalid,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
     }
@@ -448,7 +460,7 @@ class _StripWriter:
 
 
 def _stream_strips(grid: TileGrid, pair: RasterPair, writer: _StripWriter, denoiser: DenoiserLike,
-                   options: FuseOptions, scale: float, offsets: np.ndarray | None, steps: int, workers: int,
+                   options: FuseOptions, scale: float, scene: SceneBase | None, steps: int, workers: int,
                    depth: int, progress: bool) -> None:
     """Fuse row after row of tiles; write every scene row as soon as no later tile touches it.
 
@@ -466,7 +478,7 @@ def _stream_strips(grid: TileGrid, pair: RasterPair, writer: _StripWriter, denoi
     valid = np.ones((0, pair.width), bool)
     datasets = _ThreadDatasets(pair)
     prepare = functools.partial(_prepare, grid=grid, pair=pair, datasets=datasets, spec=denoiser.spec,
-                                options=options, scale=scale, offsets=offsets)
+                                options=options, scale=scale, scene=scene)
     plan = _batch_plan(ordered, tiles_per_call(options))
     batches = ordered_map(prepare, plan, workers=workers, depth=workers + depth, initializer=_single_threaded_kernels)
     # Left in reverse order: the readers stop (and are joined) before their datasets close, and the writer

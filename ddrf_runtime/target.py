@@ -1,7 +1,7 @@
 """What the diffusion variable x0 is, and how to turn it back into a fused image.
 
 Residual learning: x0 = (gt − base)·scale in full-scale-normalised units, where the base is the upsampled MS
-(``Base.UPSAMPLED``, DDRF's recipe) or a classical detail injection on top of it (``Base.GLP_RATIO``/``GLP_HPM``, see
+(``Base.UPSAMPLED``, DDRF's recipe) or a classical detail injection on top of it (``Base.GLP_*``, see
 ``ddrf_runtime.detail_base``), so the network only learns what the base gets wrong. The residual is small
 (std ≈ 0.02–0.04) next to unit-variance noise, so it is scaled up before diffusion. With the residual switched
 off (ablation) x0 = 2·gt − 1, in [−1, 1].
@@ -22,6 +22,7 @@ class Base(str, enum.Enum):
     UPSAMPLED = "upsampled"  # the upsampled MS (lms)
     GLP_RATIO = "glp_ratio"  # lms × PAN / (PAN's MTF-GLP low-pass): classical detail injection, corrected
     GLP_HPM = "glp_hpm"  # the same with the PAN matched to each band's mean/contrast (scene offsets, MTF-GLP-HPM)
+    GLP_HPM_FIT = "glp_hpm_fit"  # GLP_HPM's detail × per-band gains fitted on the scene one scale down
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import torch
 from ddrf_runtime.datasets import Pair, redegrade
 from ddrf_runtime.detail_base import residual_base
 from ddrf_runtime.errors import ConfigError
-from ddrf_runtime.pipeline import scene_offsets
+from ddrf_runtime.pipeline import scene_base
 from ddrf_runtime.target import TargetSpec
 
 from .augment import jitter
@@ -42,10 +42,10 @@ class NormPair:
         pan = pair.pan[None] if pair.pan.ndim == 2 else pair.pan.transpose(2, 0, 1)
         lms = np.ascontiguousarray(pair.lms.transpose(2, 0, 1) / s, dtype=np.float32)  # (C, H, W)
         pan = np.ascontiguousarray(pan / s, dtype=np.float32)  # (k, H, W)
-        offsets = scene_offsets(target, pair.ms_lr, pair.pan, pair.ratio, s)  # the whole pair's, as the runtime's
+        scene = scene_base(target, pair.ms_lr, pair.pan, pair.ratio, s)  # the whole pair's, as the runtime's
         return cls(pair.name, pair.sensor, pair.ratio, s, lms, pan,
                    np.ascontiguousarray(pair.gt.transpose(2, 0, 1) / s, dtype=np.float32),
-                   residual_base(target, lms, pan, pair.ratio, offsets=offsets))
+                   residual_base(target, lms, pan, pair.ratio, scene=scene))
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -118,3 +118,22 @@ def test_loss_decreases_on_a_real_batch(data_dir):
         opt.step()
     after = fixed_loss()
     assert after < 0.85 * before  # ≈ 0.67 here
+
+
+@pytest.mark.parametrize("base", ["glp_hpm", "glp_hpm_fit"])
+def test_training_corrects_the_base_the_runtime_adds_its_residual_to(tmp_path, data_dir, base):
+    """A training pair's base (scene statistics of the whole pair) is what the tiled runtime adds a zero residual
+    to, so the network learns the correction the runtime applies (scene borders aside)."""
+    import dataclasses
+
+    from ddrf_runtime.pipeline import FuseOptions, fuse_arrays
+
+    from .onnx_fakes import SPEC, make_model
+
+    target = _cfg(base=base).diffusion.target
+    pair = reduced_resolution("osman", 4, Region("osman", (0, 160), (0, 160)), 4)
+    trained = NormPair.from_pair(pair, target).base.transpose(1, 2, 0) * pair.full_scale  # (H, W, C) DN
+    model = make_model(tmp_path / "zero.onnx", "zero", spec=dataclasses.replace(SPEC, target=target))
+    runtime = fuse_arrays(pair.ms_lr, pair.pan, model, FuseOptions(tile=64, overlap=16, bit_depth=11))
+    inner = (slice(64, -64), slice(64, -64))
+    np.testing.assert_allclose(runtime[inner], np.clip(trained, 0, pair.full_scale)[inner], atol=0.01)
