@@ -8,7 +8,7 @@ Every method is a *fuser*: a callable taking a ``datasets.Pair`` (fuse ``ms_lr``
 ``datasets.FullRes`` (fuse ``ms`` with ``pan``) and returning the fused H×W×C image in DN. The classical
 baselines are registered by default; ``--model`` adds an exported model as the "DDRF" row of every family
 whose bands, guide bands and ratio it was trained for, fused by the runtime's ``fuse_arrays`` (default
-tiling and steps, seed 0, CPU).
+tiling and steps, seed 0, CPU), and, for a model with a classical base, that base alone ("DDRF base (x0 = 0)").
 
 Protocol: fused images are clipped to [0, full scale] (what a delivered product holds; the DDRF runtime
 clips too), no border is cropped, metrics follow ``ddrf_runtime.metrics`` (toolbox semantics).
@@ -18,15 +18,19 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
 import numpy as np
 
 from ddrf_runtime import bands, baselines, datasets, splits
+from ddrf_runtime.backends import DenoiserLike
 from ddrf_runtime.metrics import full_resolution_metrics, reduced_resolution_metrics
+from ddrf_runtime.model_spec import ModelSpec
 from ddrf_runtime.pipeline import FuseOptions, fuse_arrays
-from ddrf_runtime.session import Denoiser
+from ddrf_runtime.session import DenoiseFn, Denoiser
+from ddrf_runtime.target import Base
 
 from ._report import RESULTS_DIR, environment, environment_lines, markdown_table, write_results
 
@@ -52,11 +56,29 @@ def classical_fuser(method: str) -> Fuser:
     return fuse
 
 
-def model_fuser(denoiser: Denoiser) -> Fuser:
+def model_fuser(denoiser: DenoiserLike) -> Fuser:
     """An exported model as a fuser: the runtime's ``fuse_arrays`` at the sample's bit depth."""
     def fuse(sample: Sample) -> np.ndarray:
         return fuse_arrays(_ms(sample), sample.pan, denoiser, FuseOptions(bit_depth=sample.bit_depth))
     return fuse
+
+
+@dataclass(frozen=True)
+class _ZeroNetwork:
+    """A model's metadata with a network that predicts x0 = 0: the runtime then delivers the model's base."""
+
+    spec: ModelSpec
+    providers_used: tuple[str, ...] = ("x0 = 0",)
+    versions: dict[str, str] = field(default_factory=dict)
+
+    def conditioned(self, cond: np.ndarray, wav: np.ndarray, samples: int = 1) -> DenoiseFn:
+        return lambda x_t, t: np.zeros_like(x_t)
+
+
+def base_fuser(denoiser: DenoiserLike) -> Fuser:
+    """The model's base image alone (its classical detail injection with the scene's statistics), through the
+    same runtime path: the network's contribution is the model row's difference from this one."""
+    return model_fuser(_ZeroNetwork(denoiser.spec))
 
 
 def fits(denoiser: Denoiser, family: str) -> bool:
@@ -152,7 +174,12 @@ def main(argv: list[str] | None = None) -> int:
     env = environment("quality", argv, ("numpy", "scipy", "rasterio", "onnxruntime"))
     for family in splits.SPLITS if args.family == "all" else [args.family]:
         model = denoiser is not None and fits(denoiser, family)
-        res = evaluate(family, {**fusers, "DDRF": model_fuser(denoiser)} if model else fusers)
+        rows = dict(fusers)
+        if model:
+            rows["DDRF"] = model_fuser(denoiser)
+            if denoiser.spec.target.base is not Base.UPSAMPLED:  # what the network adds to its base
+                rows["DDRF base (x0 = 0)"] = base_fuser(denoiser)
+        res = evaluate(family, rows)
         if model:
             res["model"] = {"path": str(args.model), "training_data": denoiser.spec.training_data,
                             "default_steps": denoiser.spec.default_steps}

@@ -15,8 +15,10 @@ import torch
 from ddrf_runtime.backends import DenoiserLike
 from ddrf_runtime.datasets import Pair
 from ddrf_runtime.detail_base import residual_base
+from ddrf_runtime.pipeline import scene_base
 from ddrf_runtime.sampler import sample_ddim
 from ddrf_runtime.schedule import ddim_timesteps
+from ddrf_runtime.target import TargetSpec
 from ddrf_runtime.wavelets import wavelet_condition
 from ddrf_train.diffusion import Denoiser, sample
 
@@ -27,11 +29,12 @@ CHECK_SIZES: tuple[tuple[int, int], ...] = ((64, 64), (96, 128), (128, 96), (256
 
 @dataclass(frozen=True)
 class Patch:
-    """One real crop in network layout, divided by its pair's full scale."""
+    """One real crop in network layout, divided by its pair's full scale, with the base its residual is added to."""
 
     label: str
     lms: np.ndarray  # (1, C, H, W)
     guide: np.ndarray  # (1, k, H, W)
+    base: np.ndarray  # (1, C, H, W) with its whole pair's base statistics (``scene_base``), as the runtime's
 
     @property
     def cond(self) -> np.ndarray:
@@ -47,8 +50,9 @@ def _round_up(n: int, multiple: int) -> int:
 
 
 def real_patches(pairs: Sequence[Pair], multiple: int, sizes: Sequence[tuple[int, int]] = CHECK_SIZES,
-                 seed: int = 0) -> list[Patch]:
-    """One patch per size from a seeded-random pair large enough for it, at a seeded-random place.
+                 seed: int = 0, target: TargetSpec = TargetSpec()) -> list[Patch]:
+    """One patch per size from a seeded-random pair large enough for it, at a seeded-random place, with its base
+    for ``target`` (the model's) from the whole pair's statistics.
 
     Where no pair is large enough (hyperspectral test strips are a few dozen pixels), the largest pair
     gives the largest crop of multiples of ``multiple`` that it holds.
@@ -69,8 +73,10 @@ def real_patches(pairs: Sequence[Pair], multiple: int, sizes: Sequence[tuple[int
         scale = np.float32(pair.full_scale)
         lms = pair.lms[win].transpose(2, 0, 1)[None] / scale  # (1, C, H, W)
         guide = pair.pan[win].reshape(rows, cols, -1).transpose(2, 0, 1)[None] / scale  # (1, k, H, W)
-        out.append(Patch(f"{pair.name}@({top},{left}) {rows}×{cols}",
-                         np.ascontiguousarray(lms, np.float32), np.ascontiguousarray(guide, np.float32)))
+        lms, guide = np.ascontiguousarray(lms, np.float32), np.ascontiguousarray(guide, np.float32)
+        scene = scene_base(target, pair.ms_lr, pair.pan, pair.ratio, pair.full_scale)
+        out.append(Patch(f"{pair.name}@({top},{left}) {rows}×{cols}", lms, guide,
+                         residual_base(target, lms, guide, pair.ratio, scene=scene)))
     return out
 
 
@@ -86,8 +92,8 @@ def tile_patch(patches: Sequence[Patch], side: int) -> Patch:
     def grow(a: np.ndarray) -> np.ndarray:  # (1, n, h, w) -> (1, n, side, side)
         return np.pad(a, ((0, 0), (0, 0), (0, max(0, side - h)), (0, max(0, side - w))),
                       mode="symmetric")[:, :, :side, :side]
-    return Patch(f"{base.label} mirrored to {side}²", np.ascontiguousarray(grow(base.lms)),
-                 np.ascontiguousarray(grow(base.guide)))
+    return Patch(f"{base.label} mirrored to {side}²", *(np.ascontiguousarray(grow(a))
+                                                        for a in (base.lms, base.guide, base.base)))
 
 
 def call_diffs(reference: DenoiserLike, candidate: DenoiserLike, patches: Sequence[Patch],
@@ -108,10 +114,9 @@ def sampling_diff(model: Denoiser, candidate: DenoiserLike, patch: Patch, steps:
     """Max |difference| of the normalised fused image after ``steps`` DDIM steps from the same noise."""
     spec = candidate.spec
     noise = np.random.default_rng(seed).standard_normal(patch.lms.shape, dtype=np.float32)  # (1, C, H, W)
-    base = residual_base(spec.target, patch.lms, patch.guide, spec.ratio)  # (1, C, H, W)
     with torch.inference_mode():
         fused_torch = sample(model, torch.from_numpy(patch.lms), torch.from_numpy(patch.guide), steps,
-                             noise=torch.from_numpy(noise), base=torch.from_numpy(base)).numpy()
+                             noise=torch.from_numpy(noise), base=torch.from_numpy(patch.base)).numpy()
     x0 = sample_ddim(candidate.conditioned(patch.cond, patch.wav), noise,
                      ddim_timesteps(spec.timesteps, steps), spec.alphas_cumprod())
-    return float(np.abs(spec.target.decode(x0, base) - fused_torch).max())
+    return float(np.abs(spec.target.decode(x0, patch.base) - fused_torch).max())

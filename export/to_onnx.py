@@ -254,7 +254,7 @@ def check_parity(checkpoint: Path, artifacts: Sequence[tuple[Artifact, Path]], s
     """
     reference = TorchDenoiser(checkpoint, "cpu", threads)
     pairs = reduced_resolution_split(reference.config.train.family.value, "test")
-    real = real_patches(pairs, reference.spec.size_multiple)
+    real = real_patches(pairs, reference.spec.size_multiple, target=reference.spec.target)
     if not real:
         raise ModelError(f"no test pair of family {reference.config.train.family.value!r} holds a "
                          f"{reference.spec.size_multiple}-pixel patch to check with", str(checkpoint))

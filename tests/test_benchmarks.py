@@ -10,6 +10,8 @@ rasterio = pytest.importorskip("rasterio")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
+from ddrf_runtime.target import Base  # noqa: E402
+
 from benchmarks.memory import mirror_tile, write_mosaic  # noqa: E402
 from benchmarks.roofline import onnx_flops, torch_flops  # noqa: E402
 
@@ -168,3 +170,30 @@ def test_placement_json_from_cuda_events_keeps_the_cuda_ops_schema():
     assert result["cuda"] == ["Conv"]  # the fused level's types never count as raw CUDA types
     assert result["cpu"] == ["InstanceNormalization", "QuickGelu"]
     assert {"Gather", "Sqrt"} <= set(result["cuda_expected"]) and "Conv" not in result["cuda_expected"]
+
+
+@pytest.mark.parametrize("base", [Base.GLP_HPM, Base.GLP_HPM_FIT])
+def test_base_fuser_delivers_the_models_base_of_the_whole_pair(data_dir, base) -> None:
+    """The "DDRF base (x0 = 0)" row: the runtime's tiles with a zero network give the base computed on the whole
+    pair in one piece (its scene statistics, residual_base), so the row is the classical part of the model."""
+    import dataclasses
+
+    from benchmarks._fixtures import BUNDLED
+    from benchmarks.quality import base_fuser
+    from ddrf_runtime.datasets import reduced_resolution
+    from ddrf_runtime.detail_base import residual_base
+    from ddrf_runtime.pipeline import scene_base
+    from ddrf_runtime.session import Denoiser
+    from ddrf_runtime.splits import Region
+
+    spec = Denoiser(BUNDLED.with_suffix(".onnx"), "cpu").spec
+    spec = dataclasses.replace(spec, target=dataclasses.replace(spec.target, base=base))
+    pair = reduced_resolution("osman", 4, Region("osman", (0, 192), (0, 160)), 4)
+    s = float(pair.full_scale)
+    lms = (pair.lms / s).transpose(2, 0, 1).astype(np.float32)  # (C, H, W)
+    whole = residual_base(spec.target, lms, (pair.pan / s).astype(np.float32)[None], 4,
+                          scene=scene_base(spec.target, pair.ms_lr, pair.pan, 4, s))  # (C, H, W)
+    fused = base_fuser(type("Model", (), {"spec": spec})())(pair)  # (H, W, C) DN
+    inner = (slice(48, -48), slice(48, -48))  # the scene border pads differently (mirrored tile vs replicate)
+    np.testing.assert_allclose((fused / s)[inner], np.clip(whole.transpose(1, 2, 0), 0, 1)[inner], atol=2e-3)
+    assert np.abs(fused / s - lms.transpose(1, 2, 0)).max() > 0.02  # it injected detail: not the upsampled MS

@@ -360,9 +360,11 @@ def test_split_graphs_through_io_binding(split_denoiser):
         np.testing.assert_array_equal(bound(x_t, t), plain(x_t, t))
 
 
-def test_glp_base_model_exports_checks_and_fuses_alike_in_both_backends(tmp_path, data_dir):
-    """The base travels in the metadata, and torch (reference sampler and backend) and ONNX add x0 to the same base."""
-    cfg = dataclasses.replace(CFG, diffusion=dataclasses.replace(CFG.diffusion, base=Base.GLP_RATIO)).validate()
+@pytest.mark.parametrize("base", [Base.GLP_RATIO, Base.GLP_HPM_FIT])
+def test_glp_base_model_exports_checks_and_fuses_alike_in_both_backends(tmp_path, data_dir, base):
+    """The base travels in the metadata, and torch (reference sampler and backend) and ONNX add x0 to the same base
+    (GLP_HPM_FIT: with the scene statistics of the patch's whole pair, which the export check needs)."""
+    cfg = dataclasses.replace(CFG, diffusion=dataclasses.replace(CFG.diffusion, base=base)).validate()
     torch.manual_seed(1)
     model, ema = build_denoiser(cfg), build_denoiser(cfg)
     with torch.no_grad():
@@ -372,8 +374,10 @@ def test_glp_base_model_exports_checks_and_fuses_alike_in_both_backends(tmp_path
     save_checkpoint(ckpt, config=cfg, model=model, ema=ema, step=4)
     assert main([str(ckpt), "-o", str(out), "--threads", "1"]) == 0
     dens = TorchDenoiser(ckpt, "cpu", 1), OnnxDenoiser(out, "cpu", 1)
-    assert dens[1].spec.target.base is Base.GLP_RATIO and dens[0].spec == dens[1].spec
-    patch = real_patches([reduced_resolution("ge1", 4, Region("ge1", (192, 256)), 4)], 16, [(64, 64)])[0]
+    assert dens[1].spec.target.base is base and dens[0].spec == dens[1].spec
+    pair = reduced_resolution("ge1", 4, Region("ge1", (192, 256)), 4)
+    patch = real_patches([pair], 16, [(64, 64)], target=dens[1].spec.target)[0]
+    assert np.abs(patch.base - patch.lms).max() > 0.01  # detail injected with the pair's own statistics
     assert sampling_diff(ema.eval(), dens[1], patch, steps=2) <= 1e-4  # the export's --check comparison
     ms, pan, bits = _scene_crop()
     options = FuseOptions(steps=2, tile=64, overlap=16, batch=3, bit_depth=bits)

@@ -36,7 +36,7 @@ import torch
 
 import onnxruntime as ort  # after torch: with preload_dlls, ORT's CUDA provider uses torch's CUDA libraries
 
-from ddrf_runtime.detail_base import residual_base
+from ddrf_runtime.detail_base import SceneBase, residual_base
 from ddrf_runtime.model_spec import METADATA_KEY, ModelSpec
 from ddrf_runtime.sampler import sample_ddim
 from ddrf_runtime.schedule import ddim_timesteps
@@ -194,6 +194,9 @@ class Bench:
         self.cond, self.wav = np.load(inputs / "cond.npy"), np.load(inputs / "wav.npy")
         self.anchor = (np.load(inputs / "anchor_x_t.npy"), np.load(inputs / "anchor_x0.npy"), meta["anchor_t"],
                        meta["anchor_tile"])
+        stats = meta.get("scene_base")  # the demo scene's base statistics (prepare.py), for the sampled tiles' base
+        self.scene = None if stats is None else SceneBase(
+            *(None if stats.get(k) is None else np.asarray(stats[k], np.float32) for k in ("offsets", "gains")))
         session = ort.InferenceSession(str(inputs / "model.onnx"), providers=[CPU_EP])
         self.spec = ModelSpec.from_json(session.get_modelmeta().custom_metadata_map[METADATA_KEY])
         model, _, _ = load_denoiser(checkpoint_path(inputs, meta))
@@ -331,7 +334,8 @@ class Bench:
         c = self.spec.num_bands
         noise = np.random.default_rng(0).standard_normal((cond.shape[0], c, tile, tile), dtype=np.float32)
         timesteps, alphas = ddim_timesteps(self.spec.timesteps, steps), self.spec.alphas_cumprod()
-        base = residual_base(self.spec.target, cond[:, :c], cond[:, c:], self.spec.ratio)  # (B, C, tile, tile)
+        base = residual_base(self.spec.target, cond[:, :c], cond[:, c:], self.spec.ratio,
+                             scene=self.scene)  # (B, C, tile, tile)
         fused = {}
 
         def onnx_path(precision: str) -> Callable[[], np.ndarray]:

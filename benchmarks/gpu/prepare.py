@@ -79,6 +79,7 @@ def prepare_tensors(inputs: Path) -> dict:
     """Network inputs cut from the demo scene and the PyTorch CPU fp32 anchor (needs rasterio, numba, torch)."""
     import torch
 
+    from ddrf_runtime.pipeline import scene_base
     from ddrf_runtime.session import Denoiser
     from ddrf_train.checkpoint import load_denoiser
 
@@ -98,7 +99,9 @@ def prepare_tensors(inputs: Path) -> dict:
         x0 = model(*(torch.from_numpy(a) for a in (x_t, np.array([spec.timesteps - 1]), anchor_cond, anchor_wav)))
     np.save(inputs / "anchor_x_t.npy", x_t)
     np.save(inputs / "anchor_x0.npy", x0.numpy())
+    stats = scene_base(spec.target, scene.ms, scene.pan, spec.ratio, scene.scale)  # what the tiles' base needs
     meta.update({"scene": str(scene.ms_path.parent.relative_to(REPO_ROOT)), "full_scale": scene.scale,
+                 "scene_base": None if stats is None else stats.as_dict(),
                  "tile": TILE, "tiles": TILES, "anchor_tile": ANCHOR_TILE, "anchor_t": spec.timesteps - 1,
                  "anchor_torch": torch.__version__})
     (inputs / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
