@@ -14,7 +14,7 @@ import torch
 
 from ddrf_runtime.backends import DenoiserLike
 from ddrf_runtime.datasets import Pair
-from ddrf_runtime.detail_base import residual_base
+from ddrf_runtime.detail_base import SceneBase, residual_base
 from ddrf_runtime.pipeline import scene_base
 from ddrf_runtime.sampler import sample_ddim
 from ddrf_runtime.schedule import ddim_timesteps
@@ -59,6 +59,7 @@ def real_patches(pairs: Sequence[Pair], multiple: int, sizes: Sequence[tuple[int
     """
     rng = np.random.default_rng(seed)
     out = []
+    scenes: dict[str, SceneBase | None] = {}  # per pair: patches often share one, and a gain fit is not free
     for rows, cols in sizes:
         rows, cols = _round_up(rows, multiple), _round_up(cols, multiple)
         fitting = [p for p in pairs if p.lms.shape[0] >= rows and p.lms.shape[1] >= cols]
@@ -74,9 +75,10 @@ def real_patches(pairs: Sequence[Pair], multiple: int, sizes: Sequence[tuple[int
         lms = pair.lms[win].transpose(2, 0, 1)[None] / scale  # (1, C, H, W)
         guide = pair.pan[win].reshape(rows, cols, -1).transpose(2, 0, 1)[None] / scale  # (1, k, H, W)
         lms, guide = np.ascontiguousarray(lms, np.float32), np.ascontiguousarray(guide, np.float32)
-        scene = scene_base(target, pair.ms_lr, pair.pan, pair.ratio, pair.full_scale)
+        if pair.name not in scenes:
+            scenes[pair.name] = scene_base(target, pair.ms_lr, pair.pan, pair.ratio, pair.full_scale)
         out.append(Patch(f"{pair.name}@({top},{left}) {rows}×{cols}", lms, guide,
-                         residual_base(target, lms, guide, pair.ratio, scene=scene)))
+                         residual_base(target, lms, guide, pair.ratio, scene=scenes[pair.name])))
     return out
 
 
