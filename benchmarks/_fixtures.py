@@ -144,7 +144,7 @@ def network_inputs(ms: np.ndarray, pan: np.ndarray, scale: float, spec: ModelSpe
 
     The scene's tiles are taken in order and repeated when the batch asks for more; x_t is each tile's noise.
     """
-    from ddrf_runtime.pipeline import FuseOptions, condition_tile, make_grid, scene_base
+    from ddrf_runtime.pipeline import FuseOptions, condition_tile, make_grid
     from ddrf_runtime.tiling import tile_noise
     from ddrf_runtime.wavelets import wavelet_condition
 
@@ -152,11 +152,9 @@ def network_inputs(ms: np.ndarray, pan: np.ndarray, scale: float, spec: ModelSpe
     if grid.tile_shape != (tile, tile):
         raise ValueError(f"the scene ({pan.shape[0]}×{pan.shape[1]}) is smaller than a {tile}² tile")
     tiles = [grid.tiles[i % len(grid.tiles)] for i in range(batch)]
-    stats = scene_base(spec.target, ms, pan, spec.ratio, scale)
-    cond = np.stack([condition_tile(grid, t, ms[t.ms.slices], pan[t.pan.slices], scale, spec.target, stats)[0]
-                     for t in tiles])  # (B, C+k[+C], tile, tile)
+    cond = np.stack([condition_tile(grid, t, ms[t.ms.slices], pan[t.pan.slices], scale)[0] for t in tiles])
     c = spec.num_bands
-    wav = wavelet_condition(cond[:, :c], cond[:, c:c + spec.guide_bands])  # (B, C+3k, tile/2, tile/2)
+    wav = wavelet_condition(cond[:, :c], cond[:, c:])  # (B, C+3k, tile/2, tile/2)
     x_t = np.stack([tile_noise(seed, t.window.row, t.window.col, (c, tile, tile)) for t in tiles])
     return x_t, cond, wav
 

@@ -107,10 +107,6 @@ VARIANTS = (
     Variant("hpm_fit", "+ residual relative to MTF-GLP-HPM with per-band detail gains fitted on the scene one "
                        "scale down (`diffusion.base = \"glp_hpm_fit\"`)",
             lambda c: _with_base(c, Base.GLP_HPM_FIT)),
-    Variant("hpm_fit_dc", "+ hpm_fit base, and the base's detail in the condition so that the network sees the "
-                          "fitted gains (`diffusion.detail_condition = true`)",
-            lambda c: dataclasses.replace(c, diffusion=dataclasses.replace(
-                c.diffusion, base=Base.GLP_HPM_FIT, detail_condition=True))),
     Variant("hpm_mtf", "+ hpm base and 2 Wald copies per training pair through MS MTFs × exp(±0.3) "
                        "(`[degrade] mtf_copies = 2, mtf_spread = 0.3`)",
             lambda c: dataclasses.replace(_with_base(c, Base.GLP_HPM),

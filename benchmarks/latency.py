@@ -91,10 +91,10 @@ def torch_pipeline(model: torch.nn.Module, spec: ModelSpec, scene: DemoScene, op
         group = grid.tiles[b0:b0 + options.batch]
         cond, base = (torch.from_numpy(np.stack(a)) for a in zip(*(
             condition_tile(grid, t, scene.ms[t.ms.slices], scene.pan[t.pan.slices], scene.scale, spec.target,
-                           stats) for t in group)))  # (B, C+k[+C], th, tw), (B, C, th, tw)
+                           stats) for t in group)))  # (B, C+k, th, tw), (B, C, th, tw)
         noise = torch.from_numpy(np.stack([tile_noise(options.seed, t.window.row, t.window.col, (c, th, tw))
                                            for t in group]))
-        fused = sample(model, cond[:, :c], cond[:, c:c + spec.guide_bands], options.num_steps(spec), noise=noise,
+        fused = sample(model, cond[:, :c], cond[:, c:], options.num_steps(spec), noise=noise,
                        base=base)  # (B, C, th, tw)
         fused = (fused.clamp(0.0, 1.0) * scene.scale).permute(0, 2, 3, 1).numpy()
         for tile, values in zip(group, fused):

@@ -13,7 +13,7 @@ import numpy as np
 
 from .errors import ModelError
 from .schedule import ScheduleKind, alphas_cumprod
-from .target import Base, TargetSpec
+from .target import TargetSpec
 
 METADATA_KEY = "ddrf"
 FORMAT_VERSION = 1
@@ -49,11 +49,6 @@ class ModelSpec:
     @property
     def num_bands(self) -> int:
         return len(self.bands)
-
-    @property
-    def cond_channels(self) -> int:
-        """Channels of the network's ``cond`` input: lms, guide and, with ``detail_condition``, the base's detail."""
-        return self.num_bands * (2 if self.target.detail_condition else 1) + self.guide_bands
 
     def alphas_cumprod(self) -> np.ndarray:
         return alphas_cumprod(self.schedule, self.timesteps, self.schedule_offset)
@@ -103,8 +98,6 @@ class ModelSpec:
                 problems.append(f"{name} must be a positive integer")
         if not problems and not 1 <= self.default_steps <= self.timesteps:
             problems.append(f"default_steps {self.default_steps} not in 1..{self.timesteps}")
-        if self.target.detail_condition and self.target.base is Base.UPSAMPLED:
-            problems.append("detail_condition needs a base that adds detail")
         if self.value_scale != "bit_depth":
             problems.append(f"unknown value_scale {self.value_scale!r}")
         if problems:

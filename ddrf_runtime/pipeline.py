@@ -107,9 +107,8 @@ def scene_base(target: TargetSpec, ms: np.ndarray, pan: np.ndarray, ratio: int, 
 def condition_tile(grid: TileGrid, tile: Tile, ms_read: np.ndarray, pan_read: np.ndarray, scale: float,
                    target: TargetSpec = TargetSpec(),
                    scene: SceneBase | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """One tile's network condition cat[lms_n, guide_n] (C + k, tile rows, tile cols; with the ``target``'s
-    ``detail_condition`` C more: the base's detail) and the base image its residual is added to (C, tile rows,
-    tile cols), both float32 and normalised.
+    """One tile's network condition cat[lms_n, guide_n] (C + k, tile rows, tile cols) and the base image its
+    residual is added to (C, tile rows, tile cols), both float32 and normalised.
 
     ``ms_read`` (tile.ms rows, cols, C) and ``pan_read`` (tile.pan rows, cols[, k]) are DN, each with its halo.
     Both are normalised and mirrored where the halo was clipped; the MS is upsampled, the base computed with the
@@ -127,9 +126,8 @@ def condition_tile(grid: TileGrid, tile: Tile, ms_read: np.ndarray, pan_read: np
     pan = pad_symmetric(pan_read.astype(np.float32) / np.float32(scale), tile.pan_pad)  # (th + 2p, tw + 2p[, k])
     pan = pan.reshape(pan.shape[:2] + (-1,)).transpose(2, 0, 1)  # (k, th + 2p, tw + 2p)
     p = grid.pan_halo
+    cond = np.concatenate([lms, pan[:, p:p + th, p:p + tw]])  # (C+k, th, tw)
     base = residual_base(target, lms, pan, grid.ratio, context=p, scene=scene)  # (C, th, tw)
-    parts = [lms, pan[:, p:p + th, p:p + tw]] + ([target.base_detail(lms, base)] if target.detail_condition else [])
-    cond = np.concatenate(parts)  # (C+k[+C], th, tw)
     return np.ascontiguousarray(cond, np.float32), base  # base: stacked per batch by the caller
 
 
@@ -138,7 +136,7 @@ class BatchInputs:
     """Everything the network needs for one batch of tiles, prepared on the CPU ahead of the network call."""
 
     tiles: tuple[Tile, ...]
-    cond: np.ndarray  # (B, C+k[+C], th, tw) float32: cat[lms_n, guide_n[, the base's detail]]
+    cond: np.ndarray  # (B, C+k, th, tw) float32: cat[lms_n, guide_n]
     wav: np.ndarray  # (B, C+3k, th/2, tw/2) float32: DB1 sub-bands of the condition
     base: np.ndarray  # (B, C, th, tw) float32: what the network's residual is added to
     noise: np.ndarray  # (B·N, C, th, tw) float32: starting noise of sample s of tile i at row i·N + s
@@ -165,11 +163,11 @@ def prepare_batch(grid: TileGrid, tiles: Sequence[Tile], ms_reads: Sequence[np.n
     starts from ``tile_noise(options.seed, row, col, shape, s)`` (sample 0: the scene's historical noise), so
     results do not depend on batching. ``scene``: the scene's base statistics (``scene_base``).
     """
-    c, k = spec.num_bands, spec.guide_bands
+    c = spec.num_bands
     conds, bases = zip(*(condition_tile(grid, t, m, p, scale, spec.target, scene)
                          for t, m, p in zip(tiles, ms_reads, pan_reads)))
-    cond, base = np.stack(conds), np.stack(bases)  # (B, C+k[+C], th, tw), (B, C, th, tw)
-    wav = wavelet_condition(cond[:, :c], cond[:, c:c + k])  # (B, C+3k, th/2, tw/2)
+    cond, base = np.stack(conds), np.stack(bases)  # (B, C+k, th, tw), (B, C, th, tw)
+    wav = wavelet_condition(cond[:, :c], cond[:, c:])  # (B, C+3k, th/2, tw/2)
     return BatchInputs(tuple(tiles), cond, wav, base, _sample_noise(options, tiles, (c,) + grid.tile_shape))
 
 

@@ -215,11 +215,10 @@ class Denoiser:
         """The graph's static channel counts must be those the metadata implies (a broken export otherwise)."""
         c, k = self.spec.num_bands, self.spec.guide_bands
         shapes = {i.name: i.shape for i in self.session.get_inputs()}
-        for name, want in (("x_t", c), ("cond", self.spec.cond_channels), ("wav", c + 3 * k)):
+        for name, want in (("x_t", c), ("cond", c + k), ("wav", c + 3 * k)):
             have = shapes[name][1] if len(shapes[name]) > 1 else None
             if isinstance(have, int) and have != want:
-                raise ModelError(f"metadata and graph disagree: {c} bands and a {k}-band guide "
-                                 f"(detail condition: {self.spec.target.detail_condition}) need {want} channels "
+                raise ModelError(f"metadata and graph disagree: {c} bands and a {k}-band guide need {want} channels "
                                  f"in input '{name}', the graph has {have}", self.path)
 
     def _load_split(self, options: "ort.SessionOptions", providers: list[str]) -> tuple[_Graph, _Graph] | None:

@@ -31,7 +31,6 @@ class TargetSpec:
     scale: float = 20.0  # multiplier applied to the residual before diffusion
     base: Base = Base.UPSAMPLED  # what the residual is relative to
     base_gain: float = 0.3  # GLP bases: MTF Nyquist gain of the PAN low-pass, one for all sensors (toolbox generic)
-    detail_condition: bool = False  # the network's condition also holds ``base_detail``: the scene's gains made visible
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "base", Base(self.base))  # metadata JSON and TOML give the value as a string
@@ -41,11 +40,6 @@ class TargetSpec:
         if self.residual:
             return (gt - base) * self.scale
         return gt * 2.0 - 1.0
-
-    def base_detail(self, lms: Array, base: Array) -> Array:
-        """What the base adds to the upsampled MS, on the residual's scale: with ``detail_condition`` the network sees
-        it as C more condition channels, so a correction can depend on the gains the scene's fit chose."""
-        return (base - lms) * self.scale
 
     def decode(self, x0: Array, base: Array) -> Array:
         """Diffusion variable x0 → normalised fused image (not clipped)."""

@@ -127,15 +127,13 @@ class DiffusionConfig:
     residual_scale: float = 20.0  # multiplier on the residual so it is not swamped by unit-variance noise
     base: Base = Base.UPSAMPLED  # the residual is gt − this: the upsampled MS, or a GLP ratio injection to correct
     base_gain: float = TargetSpec.base_gain  # glp bases: Nyquist gain of its PAN low-pass (one for all sensors)
-    detail_condition: bool = False  # the style modulation also sees the base's detail (C channels): its gains
     self_condition: bool = False  # feed the previous x0̂ as an extra input (trained with probability 0.5)
     last_t_prob: float = 0.1  # probability of drawing t = T−1 (the 1-step sampler's only timestep); else uniform
     formulation: Formulation = Formulation.DIFFUSION  # diffusion, or the no-noise regressor baseline
 
     @property
     def target(self) -> TargetSpec:
-        return TargetSpec(residual=self.residual, scale=self.residual_scale, base=self.base, base_gain=self.base_gain,
-                          detail_condition=self.detail_condition)
+        return TargetSpec(residual=self.residual, scale=self.residual_scale, base=self.base, base_gain=self.base_gain)
 
     def check(self) -> list[tuple[str, str]]:
         out = []
@@ -149,8 +147,6 @@ class DiffusionConfig:
             out.append(("base_gain", "must be in (0, 1)"))
         if self.base is not Base.UPSAMPLED and not self.residual:
             out.append(("base", f"{self.base.value!r} needs residual = true (without a residual there is no base)"))
-        if self.detail_condition and self.base is Base.UPSAMPLED:
-            out.append(("detail_condition", "needs a base that adds detail (the upsampled MS adds none)"))
         if not 0.0 <= self.last_t_prob <= 1.0:
             out.append(("last_t_prob", "must be in [0, 1]"))
         if self.formulation is Formulation.REGRESSION and self.objective is not Objective.X0:

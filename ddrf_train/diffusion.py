@@ -15,7 +15,7 @@ from torch import nn
 from ddrf_runtime.model_spec import Objective
 from ddrf_runtime.sampler import sample_ddim
 from ddrf_runtime.schedule import alphas_cumprod, ddim_timesteps
-from ddrf_runtime.target import Base, TargetSpec
+from ddrf_runtime.target import Base
 
 from .config import DiffusionConfig, ExperimentConfig, Formulation, UNetConfig
 from .dwt import wavelet_condition
@@ -33,7 +33,7 @@ class Denoiser(nn.Module):
         super().__init__()
         self.model_cfg = model_cfg
         self.diffusion_cfg = diffusion_cfg
-        self.net = DDRFUNet(model_cfg, diffusion_cfg.self_condition, diffusion_cfg.detail_condition)
+        self.net = DDRFUNet(model_cfg, diffusion_cfg.self_condition)
         ab = alphas_cumprod(diffusion_cfg.schedule, diffusion_cfg.timesteps, diffusion_cfg.schedule_offset)
         # Derived from the config, so kept out of state dicts (checkpoints stay config + weights).
         self.register_buffer("sqrt_ab", torch.from_numpy(ab ** 0.5).float(), persistent=False)  # (T,)
@@ -135,16 +135,9 @@ class EMA:
         torch._foreach_lerp_(mine, theirs, weight)
 
 
-def condition_inputs(lms: torch.Tensor, pan: torch.Tensor, target: TargetSpec = TargetSpec(),
-                     base: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(cond, wav) network inputs from normalised lms (B, C, H, W) and guide (B, k, H, W); ``target``'s
-    ``detail_condition`` appends the detail of ``base`` (B, C, H, W), as ``ddrf_runtime.pipeline.condition_tile``."""
-    parts = [lms, pan]
-    if target.detail_condition:
-        if base is None:
-            raise ValueError("a model conditioned on its base's detail needs the base image")
-        parts.append(target.base_detail(lms, base))
-    return torch.cat(parts, dim=1), wavelet_condition(lms, pan)  # (B, C+k[+C], H, W), (B, C+3k, H/2, W/2)
+def condition_inputs(lms: torch.Tensor, pan: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cond, wav) network inputs from normalised lms (B, C, H, W) and guide (B, k, H, W)."""
+    return torch.cat([lms, pan], dim=1), wavelet_condition(lms, pan)
 
 
 def sample(model: Denoiser, lms: torch.Tensor, pan: torch.Tensor, steps: int,
@@ -159,7 +152,7 @@ def sample(model: Denoiser, lms: torch.Tensor, pan: torch.Tensor, steps: int,
     """
     cfg = model.diffusion_cfg
     with torch.inference_mode():
-        cond, wav = condition_inputs(lms, pan, cfg.target, base)
+        cond, wav = condition_inputs(lms, pan)
         x = noise if noise is not None else torch.randn(lms.shape, generator=generator).to(lms)
         prev: list[torch.Tensor | None] = [None]  # self-conditioning: the previous step's x0̂
 

@@ -134,13 +134,13 @@ class SelfAttention(nn.Module):
 class EncoderBlock(nn.Module):
     """Residual block whose second normalisation is modulated by the condition (style transfer)."""
 
-    def __init__(self, cin: int, cout: int, cfg: UNetConfig, cond_ch: int) -> None:
+    def __init__(self, cin: int, cout: int, cfg: UNetConfig) -> None:
         super().__init__()
         self.norm1 = _norm(cin)
         self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
         self.temb = nn.Linear(cfg.time_dim, cout)
         self.norm2 = _norm(cout)
-        self.style = StyleModulation(cond_ch, cfg.mod_hidden, cout)
+        self.style = StyleModulation(cfg.cond_channels, cfg.mod_hidden, cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
 
@@ -197,8 +197,8 @@ class Conditioning(NamedTuple):
 class DDRFUNet(nn.Module):
     """Raw network: (x_t, t, cond, wav[, x_self]) → the objective's prediction, (B, C, H, W).
 
-    ``cond`` (B, C+k[+C], H, W) enters every encoder block through style modulation at that block's
-    resolution (the last C with ``detail_condition``: the base's detail, ``TargetSpec.base_detail``) (fixed 2×2 average pooling per level); ``wav`` (B, C+3k, H/2, W/2) enters every
+    ``cond`` (B, C+k, H, W) enters every encoder block through style modulation at that block's
+    resolution (fixed 2×2 average pooling per level); ``wav`` (B, C+3k, H/2, W/2) enters every
     decoder block through linear-memory cross-attention. Levels 0 and 1 both read ``wav`` at H/2: the
     attention context is a global d×d sum with pointwise keys/values, which nearest upsampling
     would leave unchanged.
@@ -207,11 +207,10 @@ class DDRFUNet(nn.Module):
     calls the network several times per tile (steps, or N samples as B·N rows) encodes the condition once.
     """
 
-    def __init__(self, cfg: UNetConfig, self_condition: bool = False, detail_condition: bool = False) -> None:
+    def __init__(self, cfg: UNetConfig, self_condition: bool = False) -> None:
         super().__init__()
         self.cfg = cfg
         self.self_condition = self_condition
-        cond_ch = cfg.cond_channels + (cfg.bands if detail_condition else 0)  # + the base's detail
         chans = [cfg.width * m for m in cfg.channel_mults]
         self.time = TimeEmbedding(cfg.time_dim)
         self.stem = nn.Conv2d(cfg.bands * (2 if self_condition else 1), chans[0], 3, padding=1)
@@ -223,7 +222,7 @@ class DDRFUNet(nn.Module):
         for i, cout in enumerate(chans):
             blocks = nn.ModuleList()
             for _ in range(cfg.enc_blocks):
-                blocks.append(EncoderBlock(ch, cout, cfg, cond_ch))
+                blocks.append(EncoderBlock(ch, cout, cfg))
                 ch = cout
                 skip_ch[i].append(ch)
             self.enc.append(blocks)
@@ -231,9 +230,9 @@ class DDRFUNet(nn.Module):
                 self.down.append(nn.Conv2d(ch, ch, 3, stride=2, padding=1))
                 skip_ch.append([ch])
 
-        self.mid1 = EncoderBlock(ch, ch, cfg, cond_ch)
+        self.mid1 = EncoderBlock(ch, ch, cfg)
         self.mid_attn = SelfAttention(ch, cfg.heads)
-        self.mid2 = EncoderBlock(ch, ch, cfg, cond_ch)
+        self.mid2 = EncoderBlock(ch, ch, cfg)
 
         self.dec = nn.ModuleList()  # per level, lowest first
         self.up = nn.ModuleList()

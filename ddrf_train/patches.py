@@ -62,7 +62,7 @@ class Batch:
     """Network-ready tensors of one batch of crops (normalised units)."""
 
     x0: torch.Tensor  # (B, C, P, P) diffusion target
-    cond: torch.Tensor  # (B, C+k[+C], P, P): lms, guide[, the base's detail]
+    cond: torch.Tensor  # (B, C+k, P, P)
     wav: torch.Tensor  # (B, C+3k, P/2, P/2)
     lms: torch.Tensor  # (B, C, P, P)
     pan: torch.Tensor  # (B, k, P, P)
@@ -76,7 +76,7 @@ class Batch:
 def make_batch(lms: np.ndarray, pan: np.ndarray, gt: np.ndarray, base: np.ndarray, target: TargetSpec) -> Batch:
     """Stacked (B, ·, P, P) numpy crops → tensors, with x0 = target.encode(gt, base) and the conditions."""
     lms_t, pan_t, gt_t, base_t = (torch.from_numpy(np.ascontiguousarray(a)) for a in (lms, pan, gt, base))
-    cond, wav = condition_inputs(lms_t, pan_t, target, base_t)
+    cond, wav = condition_inputs(lms_t, pan_t)
     return Batch(target.encode(gt_t, base_t), cond, wav, lms_t, pan_t, gt_t, base_t)
 
 

@@ -68,22 +68,11 @@ class Trainer:
         return path
 
     def _init_weights(self, path: Path) -> None:
-        """Fine-tuning: the network starts from ``path``'s EMA weights; optimiser, step and RNGs start fresh.
-
-        A run that adds the base's detail to the condition (``detail_condition``) starts from a checkpoint without
-        it: those input channels of every style convolution start at zero, so the network starts as the
-        checkpoint's and learns from there how to use them."""
+        """Fine-tuning: the network starts from ``path``'s EMA weights; optimiser, step and RNGs start fresh."""
         payload, stored = read_checkpoint(path)
         if stored.to_dict()["model"] != self.cfg.to_dict()["model"]:
             raise ConfigError("[model] differs from the config's; cannot initialise from it", str(path))
-        weights = dict(payload["ema"])
-        if self.cfg.diffusion.detail_condition and not stored.diffusion.detail_condition:
-            for name, param in self.model.state_dict().items():
-                if name.endswith("style.conv.weight"):  # (hidden, C+k[+C], 3, 3)
-                    widened = torch.zeros_like(param)
-                    widened[:, :weights[name].shape[1]] = weights[name]
-                    weights[name] = widened
-        self.model.load_state_dict(weights)
+        self.model.load_state_dict(payload["ema"])
 
     def resume(self, path: Path) -> None:
         """Restore everything from a checkpoint of a run with the same model and diffusion settings."""

@@ -35,12 +35,10 @@ class Patch:
     lms: np.ndarray  # (1, C, H, W)
     guide: np.ndarray  # (1, k, H, W)
     base: np.ndarray  # (1, C, H, W) with its whole pair's base statistics (``scene_base``), as the runtime's
-    target: TargetSpec  # the model's: whether the condition holds the base's detail
 
     @property
     def cond(self) -> np.ndarray:
-        detail = [self.target.base_detail(self.lms, self.base)] if self.target.detail_condition else []
-        return np.concatenate([self.lms, self.guide, *detail], axis=1)  # (1, C+k[+C], H, W)
+        return np.concatenate([self.lms, self.guide], axis=1)  # (1, C+k, H, W)
 
     @property
     def wav(self) -> np.ndarray:
@@ -80,7 +78,7 @@ def real_patches(pairs: Sequence[Pair], multiple: int, sizes: Sequence[tuple[int
         if pair.name not in scenes:
             scenes[pair.name] = scene_base(target, pair.ms_lr, pair.pan, pair.ratio, pair.full_scale)
         out.append(Patch(f"{pair.name}@({top},{left}) {rows}×{cols}", lms, guide,
-                         residual_base(target, lms, guide, pair.ratio, scene=scenes[pair.name]), target))
+                         residual_base(target, lms, guide, pair.ratio, scene=scenes[pair.name])))
     return out
 
 
@@ -97,7 +95,7 @@ def tile_patch(patches: Sequence[Patch], side: int) -> Patch:
         return np.pad(a, ((0, 0), (0, 0), (0, max(0, side - h)), (0, max(0, side - w))),
                       mode="symmetric")[:, :, :side, :side]
     return Patch(f"{base.label} mirrored to {side}²", *(np.ascontiguousarray(grow(a))
-                                                        for a in (base.lms, base.guide, base.base)), base.target)
+                                                        for a in (base.lms, base.guide, base.base)))
 
 
 def call_diffs(reference: DenoiserLike, candidate: DenoiserLike, patches: Sequence[Patch],

@@ -114,9 +114,8 @@ def example_inputs(config: ExperimentConfig) -> tuple[torch.Tensor, ...]:
     """Tracing inputs: batch 2 and 3×5 size multiples, all distinct so no dynamic axes get unified."""
     m, c, k = config.model.size_multiple, config.model.bands, config.model.guide_bands
     h, w = 3 * m, 5 * m
-    n_cond = c + k + (c if config.diffusion.detail_condition else 0)
     return (torch.randn(2, c, h, w), torch.tensor([0, config.diffusion.timesteps - 1]),  # x_t, t
-            torch.rand(2, n_cond, h, w), torch.rand(2, c + 3 * k, h // 2, w // 2))  # cond, wav
+            torch.rand(2, c + k, h, w), torch.rand(2, c + 3 * k, h // 2, w // 2))  # cond, wav
 
 
 def monolithic_trace(model: Denoiser, config: ExperimentConfig) -> Trace:

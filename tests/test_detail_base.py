@@ -11,7 +11,7 @@ from ddrf_runtime.baselines import METHODS
 from ddrf_runtime.baselines import fuse as classical_fuse
 from ddrf_runtime.detail_base import (MatchMoments, SceneBase, box_mean, fit_gains, glp_lowpass, glp_modulation,
                                      match_offsets, residual_base)
-from ddrf_runtime.errors import ConfigError, ModelError
+from ddrf_runtime.errors import ConfigError
 from ddrf_runtime.metrics import ergas, sam
 from ddrf_runtime.model_spec import ModelSpec
 from ddrf_runtime.pipeline import FuseOptions, fuse_arrays, scene_base
@@ -89,15 +89,6 @@ def test_runtime_tiles_add_the_residual_to_the_whole_scene_base(tmp_path, osman,
 def test_metadata_round_trip_keeps_the_base():
     spec = dataclasses.replace(SPEC, target=TargetSpec(scale=20.0, base=Base.GLP_RATIO, base_gain=0.25))
     assert ModelSpec.from_json(spec.to_json()) == spec
-    seeing = dataclasses.replace(SPEC, target=TargetSpec(base=Base.GLP_HPM_FIT, detail_condition=True))
-    assert ModelSpec.from_json(seeing.to_json()) == seeing and seeing.cond_channels == 2 * SPEC.num_bands + SPEC.guide_bands
-
-
-def test_a_detail_condition_without_detail_is_invalid_metadata():
-    spec = dataclasses.replace(SPEC, target=TargetSpec(detail_condition=True))  # upsampled base: no detail
-    with pytest.raises(ModelError, match="detail_condition needs a base") as e:
-        ModelSpec.from_json(spec.to_json(), "m.onnx")
-    assert "m.onnx" in str(e.value)
 
 
 def test_a_multiband_guide_has_no_glp_base():

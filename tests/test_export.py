@@ -360,14 +360,11 @@ def test_split_graphs_through_io_binding(split_denoiser):
         np.testing.assert_array_equal(bound(x_t, t), plain(x_t, t))
 
 
-@pytest.mark.parametrize("base, detail", [(Base.GLP_RATIO, False), (Base.GLP_HPM_FIT, False), (Base.GLP_HPM_FIT, True)],
-                         ids=["glp_ratio", "glp_hpm_fit", "glp_hpm_fit+detail_condition"])
-def test_glp_base_model_exports_checks_and_fuses_alike_in_both_backends(tmp_path, data_dir, base, detail):
+@pytest.mark.parametrize("base", [Base.GLP_RATIO, Base.GLP_HPM_FIT])
+def test_glp_base_model_exports_checks_and_fuses_alike_in_both_backends(tmp_path, data_dir, base):
     """The base travels in the metadata, and torch (reference sampler and backend) and ONNX add x0 to the same base
-    (GLP_HPM_FIT: with the scene statistics of the patch's whole pair, which the export check needs) and, with
-    ``detail_condition``, see the same base detail in their condition."""
-    cfg = dataclasses.replace(CFG, diffusion=dataclasses.replace(CFG.diffusion, base=base,
-                                                                 detail_condition=detail)).validate()
+    (GLP_HPM_FIT: with the scene statistics of the patch's whole pair, which the export check needs)."""
+    cfg = dataclasses.replace(CFG, diffusion=dataclasses.replace(CFG.diffusion, base=base)).validate()
     torch.manual_seed(1)
     model, ema = build_denoiser(cfg), build_denoiser(cfg)
     with torch.no_grad():
@@ -378,7 +375,6 @@ def test_glp_base_model_exports_checks_and_fuses_alike_in_both_backends(tmp_path
     assert main([str(ckpt), "-o", str(out), "--threads", "1"]) == 0
     dens = TorchDenoiser(ckpt, "cpu", 1), OnnxDenoiser(out, "cpu", 1)
     assert dens[1].spec.target.base is base and dens[0].spec == dens[1].spec
-    assert dens[1].spec.target.detail_condition is detail and dens[1].spec.cond_channels == (2 if detail else 1) * 4 + 1
     pair = reduced_resolution("ge1", 4, Region("ge1", (192, 256)), 4)
     patch = real_patches([pair], 16, [(64, 64)], target=dens[1].spec.target)[0]
     assert np.abs(patch.base - patch.lms).max() > 0.01  # detail injected with the pair's own statistics

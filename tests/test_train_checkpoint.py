@@ -7,7 +7,6 @@ torch = pytest.importorskip("torch")
 
 from ddrf_runtime.datasets import Region, reduced_resolution  # noqa: E402
 from ddrf_runtime.errors import ConfigError, ModelError  # noqa: E402
-from ddrf_runtime.target import Base  # noqa: E402
 from ddrf_train.checkpoint import load_denoiser, read_checkpoint, release, save_checkpoint  # noqa: E402
 from ddrf_train.config import load_config  # noqa: E402
 from ddrf_train.diffusion import build_denoiser  # noqa: E402
@@ -114,20 +113,15 @@ def test_release_keeps_only_the_ema_weights(tmp_path):
         assert torch.equal(a, b)
 
 
-def _trained_source(cfg, path):
-    """A checkpoint at ``path`` whose EMA weights differ from a fresh initialisation, and that EMA network."""
+def test_init_starts_from_a_checkpoints_ema_weights_with_a_fresh_run(tmp_path, pairs):
+    """``train.init`` (fine-tuning, e.g. onto another residual base): the EMA weights, step 0, same [model] only."""
+    cfg = _cfg(tmp_path / "a")
     source = build_denoiser(cfg)
     with torch.no_grad():
         for p in source.parameters():
             p.add_(0.1 * torch.randn_like(p))
-    save_checkpoint(path, config=cfg, model=build_denoiser(cfg), ema=source, step=9)
-    return source, path
-
-
-def test_init_starts_from_a_checkpoints_ema_weights_with_a_fresh_run(tmp_path, pairs):
-    """``train.init`` (fine-tuning, e.g. onto another residual base): the EMA weights, step 0, same [model] only."""
-    cfg = _cfg(tmp_path / "a")
-    source, ckpt = _trained_source(cfg, tmp_path / "source.pt")
+    ckpt = tmp_path / "source.pt"
+    save_checkpoint(ckpt, config=cfg, model=build_denoiser(cfg), ema=source, step=9)
     tuned = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, init=str(ckpt)))
     trainer = Trainer(tuned, *pairs)
     assert trainer.step == 0
@@ -136,23 +130,3 @@ def test_init_starts_from_a_checkpoints_ema_weights_with_a_fresh_run(tmp_path, p
     other = dataclasses.replace(tuned, model=dataclasses.replace(cfg.model, width=cfg.model.width * 2))
     with pytest.raises(ConfigError, match="cannot initialise"):
         Trainer(other, *pairs)
-
-
-def test_init_onto_a_detail_condition_starts_as_the_checkpoint(tmp_path, pairs):
-    """Fine-tuning a model onto ``detail_condition``: the checkpoint had no detail channels, so theirs start at zero
-    and the widened network predicts exactly what the checkpoint's did, whatever the detail holds."""
-    plain = _cfg(tmp_path / "a")
-    plain = dataclasses.replace(plain, diffusion=dataclasses.replace(plain.diffusion, base=Base.GLP_HPM_FIT))
-    source, ckpt = _trained_source(plain, tmp_path / "source.pt")
-    tuned = dataclasses.replace(plain, diffusion=dataclasses.replace(plain.diffusion, detail_condition=True),
-                                train=dataclasses.replace(plain.train, init=str(ckpt))).validate()
-    model = Trainer(tuned, *pairs).model.eval()
-    c, k, m = plain.model.bands, plain.model.guide_bands, plain.model.size_multiple
-    x_t, t = torch.randn(2, c, 2 * m, 2 * m), torch.tensor([3, 0])
-    cond, wav = torch.rand(2, c + k, 2 * m, 2 * m), torch.rand(2, c + 3 * k, m, m)
-    detail = 5.0 * torch.randn(2, c, 2 * m, 2 * m)
-    with torch.no_grad():
-        want = source.eval()(x_t, t, cond, wav)
-        got = model(x_t, t, torch.cat([cond, detail], dim=1), wav)
-    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
-    assert any(p.requires_grad and p.shape[1] == 2 * c + k for p in model.parameters() if p.ndim == 4)

@@ -39,7 +39,6 @@ def test_presets_and_size_multiple():
     ("[diffusion]\nformulation = 'regression'\nobjective = 'eps'\n", "diffusion.objective"),
     ("[diffusion]\nbase = 'hpm'\n", "diffusion.base"),
     ("[diffusion]\nbase = 'glp_ratio'\nresidual = false\n", "diffusion.base"),
-    ("[diffusion]\ndetail_condition = true\n", "diffusion.detail_condition"),
     ("[diffusion]\nbase_gain = 1.0\n", "diffusion.base_gain"),
     ("[train]\nfamily = 'hs_ms'\n[diffusion]\nbase = 'glp_ratio'\n", "diffusion.base"),
     ("[augment]\ngain = 1.5\n", "augment.gain"),
