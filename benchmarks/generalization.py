@@ -107,6 +107,9 @@ VARIANTS = (
     Variant("hpm_fit", "+ residual relative to MTF-GLP-HPM with per-band detail gains fitted on the scene one "
                        "scale down (`diffusion.base = \"glp_hpm_fit\"`)",
             lambda c: _with_base(c, Base.GLP_HPM_FIT)),
+    Variant("hpm_fit_sam", "+ hpm_fit base and the fused image's spectral angle in the loss (`train.sam_weight = 1`)",
+            lambda c: dataclasses.replace(_with_base(c, Base.GLP_HPM_FIT),
+                                          train=dataclasses.replace(c.train, sam_weight=1.0))),
     Variant("hpm_mtf", "+ hpm base and 2 Wald copies per training pair through MS MTFs × exp(±0.3) "
                        "(`[degrade] mtf_copies = 2, mtf_spread = 0.3`)",
             lambda c: dataclasses.replace(_with_base(c, Base.GLP_HPM),

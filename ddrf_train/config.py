@@ -202,6 +202,7 @@ class TrainConfig:
     lr_decay_every: int = 8000  # step decay period (0 = no decay)
     lr_decay_factor: float = 0.5  # lr multiplier per decay period
     grad_clip: float = 1.0  # max global gradient L2 norm (0 = off)
+    sam_weight: float = 0.0  # weight of the fused image's spectral angle to the reference added to the L1 loss
     ema_decay: float = 0.995  # EMA decay of the exported weights
     ema_warmup: int = 500  # steps before EMA starts averaging (until then it copies the weights)
     val_every: int = 1000  # validate (and maybe write best.pt) every N steps (0 = never)
@@ -228,8 +229,9 @@ class TrainConfig:
             out.append(("device", f"must be 'cpu' or 'cuda[:N]', got {self.device!r}"))
         if self.lr <= 0:
             out.append(("lr", "must be > 0"))
-        if self.weight_decay < 0 or self.grad_clip < 0:
-            out.append(("weight_decay" if self.weight_decay < 0 else "grad_clip", "must be >= 0"))
+        for name in ("weight_decay", "grad_clip", "sam_weight"):
+            if getattr(self, name) < 0:
+                out.append((name, "must be >= 0"))
         if not 0.0 < self.lr_decay_factor <= 1.0:
             out.append(("lr_decay_factor", "must be in (0, 1]"))
         if not 0.0 <= self.ema_decay < 1.0:

@@ -99,9 +99,21 @@ def sample_timesteps(batch: int, cfg: DiffusionConfig, generator: torch.Generato
     return torch.where(last, torch.full_like(t, cfg.timesteps - 1), t)  # (B,) int64
 
 
+def spectral_chord(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """Mean over pixels of |a/|a| − b/|b||, spectra along dim 1 of (B, C, H, W): 2·sin(θ/2) ≈ θ, the spectral
+    angle in radians, but with a finite gradient where the angle is 0 (``eps`` smooths the norm there)."""
+    unit_a = a / a.norm(dim=1, keepdim=True).clamp_min(1e-6)  # (B, C, H, W)
+    unit_b = b / b.norm(dim=1, keepdim=True).clamp_min(1e-6)
+    return torch.sqrt(((unit_a - unit_b) ** 2).sum(dim=1) + eps * eps).mean()
+
+
 def training_loss(denoiser: Denoiser, x0: torch.Tensor, cond: torch.Tensor, wav: torch.Tensor,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
-    """L1 between the network output and its objective's target at a random t and noise.
+                  generator: torch.Generator | None = None, base: torch.Tensor | None = None,
+                  sam_weight: float = 0.0) -> torch.Tensor:
+    """L1 between the network output and its objective's target at a random t and noise, plus ``sam_weight``
+    times the spectral angle (``spectral_chord``) between the fused image it implies and the reference, both
+    decoded onto ``base`` (B, C, H, W): L1 treats the bands independently, the angle weighs their ratios, which
+    is where SAM says the model falls short of its ERGAS gain.
 
     With self-conditioning, half of the batches first predict x0̂ without gradient and feed it back.
     """
@@ -115,7 +127,14 @@ def training_loss(denoiser: Denoiser, x0: torch.Tensor, cond: torch.Tensor, wav:
         with torch.no_grad():
             x_self = denoiser(x_t, t, cond, wav).detach()
     target = {Objective.X0: x0, Objective.EPS: noise, Objective.V: s0 * noise - s1 * x0}[cfg.objective]
-    return F.l1_loss(denoiser.raw(x_t, t, cond, wav, x_self), target)
+    raw = denoiser.raw(x_t, t, cond, wav, x_self)  # (B, C, H, W)
+    loss = F.l1_loss(raw, target)
+    if sam_weight:
+        if base is None:
+            raise ValueError("the spectral-angle loss needs the base image the residual is added to")
+        fused = cfg.target.decode(denoiser.to_x0(raw, x_t, t), base)  # (B, C, H, W)
+        loss = loss + sam_weight * spectral_chord(fused, cfg.target.decode(x0, base))
+    return loss
 
 
 class EMA:

@@ -102,7 +102,8 @@ class Trainer:
         lr = self.lr_at(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        loss = training_loss(self.model, batch.x0, batch.cond, batch.wav, self.generator)
+        loss = training_loss(self.model, batch.x0, batch.cond, batch.wav, self.generator, batch.base,
+                             self.cfg.train.sam_weight)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.train.grad_clip:

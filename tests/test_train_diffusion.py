@@ -5,10 +5,12 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from ddrf_runtime.datasets import Region, reduced_resolution  # noqa: E402
+from ddrf_runtime.metrics import sam  # noqa: E402
 from ddrf_runtime.schedule import cosine_alphas_cumprod, ddim_timesteps  # noqa: E402
 from ddrf_train import sample  # noqa: E402
 from ddrf_train.config import ExperimentConfig  # noqa: E402
-from ddrf_train.diffusion import EMA, build_denoiser, condition_inputs, sample_timesteps, training_loss  # noqa: E402
+from ddrf_train.diffusion import (EMA, build_denoiser, condition_inputs, sample_timesteps, spectral_chord,  # noqa: E402
+                                  training_loss)
 from ddrf_train.patches import NormPair, make_batch  # noqa: E402
 
 
@@ -137,3 +139,34 @@ def test_training_corrects_the_base_the_runtime_adds_its_residual_to(tmp_path, d
     runtime = fuse_arrays(pair.ms_lr, pair.pan, model, FuseOptions(tile=64, overlap=16, bit_depth=11))
     inner = (slice(64, -64), slice(64, -64))
     np.testing.assert_allclose(runtime[inner], np.clip(trained, 0, pair.full_scale)[inner], atol=0.01)
+
+
+def test_spectral_chord_is_the_toolbox_angle_as_a_chord():
+    """2·sin(θ/2) of the runtime's SAM per pixel (an independent computation in degrees), averaged."""
+    rng = np.random.default_rng(0)
+    a, b = rng.random((6, 5, 4)) + 0.05, rng.random((6, 5, 4)) + 0.05  # (H, W, C)
+    theta = np.radians([sam(a[i:i + 1, j:j + 1], b[i:i + 1, j:j + 1]) for i in range(6) for j in range(5)])
+    got = spectral_chord(*(torch.from_numpy(x.transpose(2, 0, 1)[None]) for x in (a, b)), eps=0.0)
+    np.testing.assert_allclose(float(got), np.mean(2 * np.sin(theta / 2)), rtol=1e-6)
+    same = torch.from_numpy(a.transpose(2, 0, 1)[None]).requires_grad_()
+    spectral_chord(same, 3.0 * same.detach()).backward()  # equal spectra up to brightness: angle 0
+    assert torch.isfinite(same.grad).all()
+
+
+def test_spectral_angle_weight_adds_the_fused_images_angle(data_dir):
+    """The loss with ``sam_weight`` is the L1 loss plus that weight times the angle between the fused image the
+    prediction implies and the reference, on a real pair; and it trains (finite gradient). A fresh network outputs
+    x0̂ = 0 (zero-initialised last convolution), so the fused image it implies is the base itself."""
+    cfg = _cfg(base="glp_hpm")
+    pair = NormPair.from_pair(reduced_resolution("ge1", 4, Region("ge1", (0, 16), (0, 16)), 4), cfg.diffusion.target)
+    batch = make_batch(pair.lms[None], pair.pan[None], pair.gt[None], pair.base[None], cfg.diffusion.target)
+    model = build_denoiser(cfg)
+    plain = training_loss(model, batch.x0, batch.cond, batch.wav, torch.Generator().manual_seed(3))
+    angled = training_loss(model, batch.x0, batch.cond, batch.wav, torch.Generator().manual_seed(3), batch.base, 2.0)
+    assert plain.item() == pytest.approx(batch.x0.abs().mean().item(), rel=1e-6)
+    want = plain.item() + 2.0 * spectral_chord(batch.base, batch.gt).item()
+    assert angled.item() == pytest.approx(want, rel=1e-6) and angled.item() > plain.item() + 1e-3
+    angled.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    with pytest.raises(ValueError, match="base image"):
+        training_loss(model, batch.x0, batch.cond, batch.wav, sam_weight=1.0)
