@@ -107,6 +107,10 @@ VARIANTS = (
     Variant("hpm_fit", "+ residual relative to MTF-GLP-HPM with per-band detail gains fitted on the scene one "
                        "scale down (`diffusion.base = \"glp_hpm_fit\"`)",
             lambda c: _with_base(c, Base.GLP_HPM_FIT)),
+    Variant("hpm_fit_pool", "+ hpm_fit base with each band's gain halfway to the gain fitted to all bands jointly "
+                            "(`diffusion.gain_pooling = 0.5`)",
+            lambda c: dataclasses.replace(c, diffusion=dataclasses.replace(
+                c.diffusion, base=Base.GLP_HPM_FIT, gain_pooling=0.5))),
     Variant("hpm_fit_sam", "+ hpm_fit base and the fused image's spectral angle in the loss (`train.sam_weight = 1`)",
             lambda c: dataclasses.replace(_with_base(c, Base.GLP_HPM_FIT),
                                           train=dataclasses.replace(c.train, sam_weight=1.0))),

@@ -120,12 +120,14 @@ def fit_window(height: int, width: int, ratio: int) -> tuple[int, int, int, int]
 
 
 def fit_gains(ms: np.ndarray, pan: np.ndarray, ratio: int, gain: float,
-              valid: np.ndarray | None = None) -> np.ndarray:
+              valid: np.ndarray | None = None, pooling: float = 0.0) -> np.ndarray:
     """(C,) float32 detail gains of a normalised scene window, ms (C, h, w) and its one-band pan (ratio·h, ratio·w),
     sides multiples of ``ratio``; ``valid`` (h, w) marks the MS pixels the regression may use (all if None).
 
     The window's Wald pair one scale down (generic MTFs) is fused by MTF-GLP-HPM with ``gain`` and its own
     offsets; per band, the least-squares gain of that detail onto the MS's, clipped to [0, MAX_DETAIL_GAIN].
+    ``pooling`` (``TargetSpec.gain_pooling``) mixes in the one gain fitted to all bands jointly: different gains
+    per band change the ratios between bands, i.e. the spectral angles that HPM's common modulation keeps.
     A band without detail to regress (flat, or a window under two MS pixels a side one scale down) keeps 1.
     """
     c, h, w = ms.shape
@@ -141,9 +143,10 @@ def fit_gains(ms: np.ndarray, pan: np.ndarray, ratio: int, gain: float,
         keep = np.asarray(valid, bool).reshape(-1)
         detail, missing = detail[:, keep], missing[:, keep]
     detail, missing = detail.astype(np.float64), missing.astype(np.float64)
-    power = (detail * detail).sum(axis=1)  # (C,)
-    fitted = (detail * missing).sum(axis=1) / np.maximum(power, 1e-12)
-    return np.where(power > 1e-9, np.clip(fitted, 0.0, MAX_DETAIL_GAIN), 1.0).astype(np.float32)
+    power, cross = (detail * detail).sum(axis=1), (detail * missing).sum(axis=1)  # (C,), (C,)
+    per_band = np.clip(cross / np.maximum(power, 1e-12), 0.0, MAX_DETAIL_GAIN)
+    joint = np.clip(cross.sum() / max(power.sum(), 1e-12), 0.0, MAX_DETAIL_GAIN)
+    return np.where(power > 1e-9, (1.0 - pooling) * per_band + pooling * joint, 1.0).astype(np.float32)
 
 
 @dataclass(frozen=True, eq=False)  # holds arrays

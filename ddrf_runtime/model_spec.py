@@ -98,6 +98,8 @@ class ModelSpec:
                 problems.append(f"{name} must be a positive integer")
         if not problems and not 1 <= self.default_steps <= self.timesteps:
             problems.append(f"default_steps {self.default_steps} not in 1..{self.timesteps}")
+        if not 0.0 <= self.target.gain_pooling <= 1.0:
+            problems.append(f"target.gain_pooling {self.target.gain_pooling} not in [0, 1]")
         if self.value_scale != "bit_depth":
             problems.append(f"unknown value_scale {self.value_scale!r}")
         if problems:

@@ -101,7 +101,7 @@ def scene_base(target: TargetSpec, ms: np.ndarray, pan: np.ndarray, ratio: int, 
         return SceneBase(offsets)
     r0, c0, rows, cols = fit_window(ms.shape[0], ms.shape[1], ratio)
     window = ms_n[:, r0:r0 + rows, c0:c0 + cols], pan_n[r0 * ratio:(r0 + rows) * ratio, c0 * ratio:(c0 + cols) * ratio]
-    return SceneBase(offsets, fit_gains(*window, ratio, target.base_gain))
+    return SceneBase(offsets, fit_gains(*window, ratio, target.base_gain, pooling=target.gain_pooling))
 
 
 def condition_tile(grid: TileGrid, tile: Tile, ms_read: np.ndarray, pan_read: np.ndarray, scale: float,

@@ -200,7 +200,7 @@ def _scene_base(pair: RasterPair, target: TargetSpec, scale: float) -> SceneBase
         if target.base is Base.GLP_HPM:
             return SceneBase(total.offsets())
         ms, pan, valid = _read_ms_grid(ms_ds, pan_ds, pair, GridWindow(*fit_window(ms_rows, ms_cols, r)), scale)
-    return SceneBase(total.offsets(), fit_gains(ms, pan, r, target.base_gain, valid))
+    return SceneBase(total.offsets(), fit_gains(ms, pan, r, target.base_gain, valid, target.gain_pooling))
 
 
 def _read_ms_grid(ms_ds, pan_ds, pair: RasterPair, ms_win: GridWindow,

@@ -31,6 +31,7 @@ class TargetSpec:
     scale: float = 20.0  # multiplier applied to the residual before diffusion
     base: Base = Base.UPSAMPLED  # what the residual is relative to
     base_gain: float = 0.3  # GLP bases: MTF Nyquist gain of the PAN low-pass, one for all sensors (toolbox generic)
+    gain_pooling: float = 0.0  # GLP_HPM_FIT: weight of the all-band gain in each band's (0: per band, 1: one gain)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "base", Base(self.base))  # metadata JSON and TOML give the value as a string

@@ -127,13 +127,15 @@ class DiffusionConfig:
     residual_scale: float = 20.0  # multiplier on the residual so it is not swamped by unit-variance noise
     base: Base = Base.UPSAMPLED  # the residual is gt − this: the upsampled MS, or a GLP ratio injection to correct
     base_gain: float = TargetSpec.base_gain  # glp bases: Nyquist gain of its PAN low-pass (one for all sensors)
+    gain_pooling: float = 0.0  # glp_hpm_fit: weight of the gain fitted to all bands jointly in each band's gain
     self_condition: bool = False  # feed the previous x0̂ as an extra input (trained with probability 0.5)
     last_t_prob: float = 0.1  # probability of drawing t = T−1 (the 1-step sampler's only timestep); else uniform
     formulation: Formulation = Formulation.DIFFUSION  # diffusion, or the no-noise regressor baseline
 
     @property
     def target(self) -> TargetSpec:
-        return TargetSpec(residual=self.residual, scale=self.residual_scale, base=self.base, base_gain=self.base_gain)
+        return TargetSpec(residual=self.residual, scale=self.residual_scale, base=self.base, base_gain=self.base_gain,
+                          gain_pooling=self.gain_pooling)
 
     def check(self) -> list[tuple[str, str]]:
         out = []
@@ -145,6 +147,8 @@ class DiffusionConfig:
             out.append(("residual_scale", "must be > 0"))
         if not 0.0 < self.base_gain < 1.0:
             out.append(("base_gain", "must be in (0, 1)"))
+        if not 0.0 <= self.gain_pooling <= 1.0:
+            out.append(("gain_pooling", "must be in [0, 1]"))
         if self.base is not Base.UPSAMPLED and not self.residual:
             out.append(("base", f"{self.base.value!r} needs residual = true (without a residual there is no base)"))
         if not 0.0 <= self.last_t_prob <= 1.0:

@@ -207,6 +207,11 @@ def test_fitted_gains_are_the_least_squares_gains_of_the_hpm_detail_one_scale_do
     np.testing.assert_allclose(gains, expected, rtol=1e-3)
     assert gains.min() > 1.1  # Osman: MTF-GLP-HPM's detail is too weak in every band
     np.testing.assert_array_equal(fit_gains(ms.transpose(2, 0, 1), pan, 4, 0.3, np.ones(ms.shape[:2], bool)), gains)
+    joint = np.linalg.lstsq(detail.reshape(-1, 1), (ms.transpose(2, 0, 1) - lms_r).ravel(), rcond=None)[0][0]
+    pooled = fit_gains(ms.transpose(2, 0, 1), pan, 4, 0.3, pooling=1.0)  # one gain for all bands
+    np.testing.assert_allclose(pooled, joint, rtol=1e-3)
+    halfway = fit_gains(ms.transpose(2, 0, 1), pan, 4, 0.3, pooling=0.5)
+    np.testing.assert_allclose(halfway, 0.5 * (gains + pooled), rtol=1e-5)
 
 
 def test_fitted_gains_give_flat_bands_no_detail_and_leave_tiny_windows_at_one():
