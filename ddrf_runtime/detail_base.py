@@ -27,6 +27,8 @@ classical method (ERGAS) to 0â€“3 % better, and the network trained on it to 1â€
 the network's output it does not assume that the network is scale-invariant: the network learns its correction on
 top of the fitted base, at its own scale, in training and at run time alike. The network does not see the gains,
 so on sensors it trained on, where it could have learnt the right amount of detail itself, it pays a little.
+Gains that differ between bands change the ratios between bands, i.e. the spectral angles that HPM's common
+modulation keeps; ``TargetSpec.gain_pooling`` pulls each band's gain toward the one gain fitted to all bands jointly.
 """
 from __future__ import annotations
 
