@@ -11,7 +11,7 @@ from ddrf_runtime.baselines import METHODS
 from ddrf_runtime.baselines import fuse as classical_fuse
 from ddrf_runtime.detail_base import (MatchMoments, SceneBase, box_mean, fit_gains, glp_lowpass, glp_modulation,
                                      match_offsets, residual_base)
-from ddrf_runtime.errors import ConfigError
+from ddrf_runtime.errors import ConfigError, ModelError
 from ddrf_runtime.metrics import ergas, sam
 from ddrf_runtime.model_spec import ModelSpec
 from ddrf_runtime.pipeline import FuseOptions, fuse_arrays, scene_base
@@ -89,6 +89,15 @@ def test_runtime_tiles_add_the_residual_to_the_whole_scene_base(tmp_path, osman,
 def test_metadata_round_trip_keeps_the_base():
     spec = dataclasses.replace(SPEC, target=TargetSpec(scale=20.0, base=Base.GLP_RATIO, base_gain=0.25))
     assert ModelSpec.from_json(spec.to_json()) == spec
+    pooled = dataclasses.replace(SPEC, target=TargetSpec(base=Base.GLP_HPM_FIT, gain_pooling=0.5))
+    assert ModelSpec.from_json(pooled.to_json()).target.gain_pooling == 0.5
+
+
+def test_gain_pooling_outside_0_1_is_invalid_metadata():
+    spec = dataclasses.replace(SPEC, target=TargetSpec(base=Base.GLP_HPM_FIT, gain_pooling=1.5))
+    with pytest.raises(ModelError, match="gain_pooling") as e:
+        ModelSpec.from_json(spec.to_json(), "m.onnx")
+    assert "m.onnx" in str(e.value)
 
 
 def test_a_multiband_guide_has_no_glp_base():

@@ -40,6 +40,8 @@ def test_presets_and_size_multiple():
     ("[diffusion]\nbase = 'hpm'\n", "diffusion.base"),
     ("[diffusion]\nbase = 'glp_ratio'\nresidual = false\n", "diffusion.base"),
     ("[diffusion]\nbase_gain = 1.0\n", "diffusion.base_gain"),
+    ("[diffusion]\nbase = 'glp_hpm_fit'\ngain_pooling = 2.0\n", "diffusion.gain_pooling"),
+    ("[train]\nsam_weight = -1.0\n", "train.sam_weight"),
     ("[train]\nfamily = 'hs_ms'\n[diffusion]\nbase = 'glp_ratio'\n", "diffusion.base"),
     ("[augment]\ngain = 1.5\n", "augment.gain"),
     ("[augment]\nblur = 0.1\n", "augment.blur"),
