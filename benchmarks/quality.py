@@ -26,6 +26,7 @@ import numpy as np
 
 from ddrf_runtime import bands, baselines, datasets, splits
 from ddrf_runtime.backends import DenoiserLike
+from ddrf_runtime.flip_ensemble import FlipEnsemble
 from ddrf_runtime.metrics import full_resolution_metrics, reduced_resolution_metrics
 from ddrf_runtime.model_spec import ModelSpec
 from ddrf_runtime.pipeline import FuseOptions, fuse_arrays
@@ -166,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--family", choices=[*splits.SPLITS, "all"], default="all")
     ap.add_argument("--methods", nargs="+", choices=baselines.METHODS, default=list(baselines.METHODS))
     ap.add_argument("--model", type=Path, help="exported .onnx: a DDRF row for the families it fits")
+    ap.add_argument("--flip-ensemble", action="store_true",
+                    help="also a row with the model averaged over the 4 flips of every tile (FuseOptions.flip_ensemble)")
     ap.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = ap.parse_args(argv)
     registry = default_methods()
@@ -177,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = dict(fusers)
         if model:
             rows["DDRF"] = model_fuser(denoiser)
+            if args.flip_ensemble:
+                rows["DDRF flip ensemble"] = model_fuser(FlipEnsemble(denoiser))
             if denoiser.spec.target.base is not Base.UPSAMPLED:  # what the network adds to its base
                 rows["DDRF base (x0 = 0)"] = base_fuser(denoiser)
         res = evaluate(family, rows)

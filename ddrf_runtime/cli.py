@@ -68,6 +68,8 @@ def add_scene_options(p: argparse.ArgumentParser) -> None:
                    help="fused samples per pixel (default 1); N > 1 writes their mean and, next to the output, "
                         "<output stem>_uncertainty.tif: per-band std (output units) and spectral spread (degrees)")
     p.add_argument("--bit-depth", type=int, help="input bit depth (full scale 2^b-1); default: inferred")
+    p.add_argument("--flip-ensemble", action="store_true",
+                   help="average the network over the 4 flips of every tile: ~3.3x the time, ~2%% lower ERGAS/SAM")
     p.add_argument("--threads", type=int, help="intra-op threads for the network")
     p.add_argument("--prepare-threads", type=int, help="threads reading and conditioning tiles while the network "
                                                        "runs (default: half the cores, 1 to 4)")
@@ -160,7 +162,8 @@ def _fuse_options(args: argparse.Namespace) -> FuseOptions:
     """The fusion options; a value out of range is reported against its option (``--steps: must be >= 1``)."""
     try:
         return FuseOptions(steps=args.steps, tile=args.tile, overlap=args.overlap, batch=args.batch,
-                           seed=args.seed, bit_depth=args.bit_depth, samples=args.samples)
+                           seed=args.seed, bit_depth=args.bit_depth, samples=args.samples,
+                           flip_ensemble=args.flip_ensemble)
     except ConfigError as e:
         raise _option_error(e) from None
 

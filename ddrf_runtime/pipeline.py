@@ -16,6 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .errors import ConfigError, InputError
+from .flip_ensemble import FlipEnsemble
 from .model_spec import ModelSpec
 from .resample import UPSAMPLE_REACH, upsample
 from .sampler import sample_ddim
@@ -45,6 +46,7 @@ class FuseOptions:
     samples: int = 1  # fused samples per tile (own noises, one network call); > 1 → their mean, plus the spread
     eta: float = 0.0  # DDIM stochasticity: 0 deterministic ODE, 1 ancestral (fresh seeded noise at every step)
     spread_sigma: float = 1.0  # Gaussian σ (PAN pixels) pooling each tile's sample variance; 0 = per pixel
+    flip_ensemble: bool = False  # average the network over the 4 flips of every tile (``FlipEnsemble``): ≈ 3.3× time
 
     def __post_init__(self) -> None:
         checks = [  # (field, valid?, problem): the error names the field as its ``path``
@@ -183,7 +185,8 @@ def sample_batch(batch: BatchInputs, denoiser: DenoiserLike, options: FuseOption
     c, n_s, n = spec.num_bands, options.samples, len(batch.tiles)
     th, tw = batch.cond.shape[2:]
     advance = None if progress is None else (lambda *_: progress.update(n))  # per network call
-    x0 = sample_ddim(denoiser.conditioned(batch.cond, batch.wav, samples=n_s), batch.noise, timesteps,
+    network = FlipEnsemble(denoiser) if options.flip_ensemble else denoiser
+    x0 = sample_ddim(network.conditioned(batch.cond, batch.wav, samples=n_s), batch.noise, timesteps,
                      spec.alphas_cumprod(), callback=advance, eta=options.eta,
                      noise=lambda step: _sample_noise(options, batch.tiles, (c, th, tw), step + 1))
     base = batch.base if n_s == 1 else np.repeat(batch.base, n_s, axis=0)  # (B·N, C, th, tw): shared per tile
