@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from ddrf_runtime import baselines, datasets
+from ddrf_runtime.flip_ensemble import FlipEnsemble
 from ddrf_runtime.splits import FUSEBOX_PATH_ROWS, Region
 from ddrf_runtime.target import Base
 from ddrf_train.backend import TorchDenoiser
@@ -186,7 +187,7 @@ def variant_config(fold: str, variant: Variant) -> ExperimentConfig:
     return cfg.validate(variant.name)
 
 
-def run_fold(fold: str, variants: list[Variant], threads: int) -> dict:
+def run_fold(fold: str, variants: list[Variant], threads: int, flip_ensemble: bool = False) -> dict:
     """Train every variant of one fold, then score them and the classical methods on the held-out sensor."""
     spec = FOLDS[fold]
     fusers = dict(default_methods())
@@ -203,6 +204,8 @@ def run_fold(fold: str, variants: list[Variant], threads: int) -> dict:
         row = "DDRF" if v.name == "base" else f"DDRF+{v.name}"
         denoiser = TorchDenoiser(last, "cpu", threads)
         fusers[row] = model_fuser(denoiser)
+        if flip_ensemble:  # the same network averaged over the tiles' four mirror images (FuseOptions.flip_ensemble)
+            fusers[f"{row} flip ensemble"] = model_fuser(FlipEnsemble(denoiser))
         if cfg.diffusion.base is not Base.UPSAMPLED:  # the fitted-once classical part, for what the network adds
             fusers[f"{row} base (x0 = 0)"] = base_fuser(denoiser)
         runs[row] = {"config": str(CONFIG_DIR / f"{fold}.toml"), "change": v.change, "step": step,
@@ -275,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--write-configs", action="store_true", help="(re)write configs/loso/*.toml and exit")
     ap.add_argument("--iterations", type=int, default=600, help="with --write-configs: steps per fold")
     ap.add_argument("--patch", type=int, default=48, help="with --write-configs: crop side")
+    ap.add_argument("--flip-ensemble", action="store_true", help="also score each model with the flip ensemble")
     args = ap.parse_args(argv)
     if args.write_configs:
         for path in write_configs(args.iterations, args.patch):
@@ -288,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
               "iterations": base.iterations, "batch": base.batch, "patch": base.patch, "folds": {}}
     variants = [v for v in VARIANTS if v.name in args.variants]
     for fold in args.folds:
-        report["folds"][fold] = run_fold(fold, variants, args.threads)
+        report["folds"][fold] = run_fold(fold, variants, args.threads, args.flip_ensemble)
         report["run"] = clock.summary()
         write_results(NAME, report, to_markdown(report), args.out)
     return 0

@@ -3,7 +3,7 @@
 The network is not exactly flip-equivariant, so its errors on a tile and on that tile's mirror images partly
 differ, and their mean cancels part of them. On the 4-band test split (one step) it took ERGAS 1.896 → 1.859 and
 SAM 2.307° → 2.251° for 3.3× the fusion time; on sensors held out of training, where the network adds less to its
-base, 0.04–1.1 % (benchmarks/RESULTS.md). Flips keep a tile's shape (90° rotations would not, for non-square
+base, 0–1.5 % (benchmarks/RESULTS.md). Flips keep a tile's shape (90° rotations would not, for non-square
 tiles), and the base image is not involved: only the network's x0 is averaged.
 """
 from __future__ import annotations
