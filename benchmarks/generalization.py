@@ -87,10 +87,17 @@ class Variant:
     change: str  # what differs from the fold config
     edit: Callable[[ExperimentConfig], ExperimentConfig]
     sees_held_out: bool = False  # a control, not a LOSO model: trained on every sensor (one run for all folds)
+    drops: tuple[str, ...] = ()  # scenes also left out of training (fewer sensors: what diversity is worth)
+    adds: tuple[str, ...] = ()  # scenes outside the folds that train it too (simulated sensors)
 
 
 def _with_base(cfg: ExperimentConfig, base: Base) -> ExperimentConfig:
     return dataclasses.replace(cfg, diffusion=dataclasses.replace(cfg.diffusion, base=base))
+
+
+def _pooled(cfg: ExperimentConfig) -> ExperimentConfig:
+    return dataclasses.replace(cfg, diffusion=dataclasses.replace(cfg.diffusion, base=Base.GLP_HPM_FIT,
+                                                                  gain_pooling=0.5))
 
 
 # The radiometric jitter lever (``ddrf_train.augment``): spreads chosen to cover the sensors' spread of
@@ -110,8 +117,13 @@ VARIANTS = (
             lambda c: _with_base(c, Base.GLP_HPM_FIT)),
     Variant("hpm_fit_pool", "+ hpm_fit base with each band's gain halfway to the gain fitted to all bands jointly "
                             "(`diffusion.gain_pooling = 0.5`)",
-            lambda c: dataclasses.replace(c, diffusion=dataclasses.replace(
-                c.diffusion, base=Base.GLP_HPM_FIT, gain_pooling=0.5))),
+            _pooled),
+    Variant("hpm_fit_pool_narrow", "hpm_fit_pool trained without WorldView-3, CristianICS and SpaceNet-6 Rotterdam "
+                                   "(the sensors the 4-band release saw before it was widened)",
+            _pooled, drops=("shanghai", "cristianics", "rotterdam_1", "rotterdam_2")),
+    Variant("hpm_fit_pool_sim", "hpm_fit_pool trained on IKONOS simulated from the HySpex and AVIRIS cubes too "
+                                "(`datasets` sim_ikonos_*: real spatial detail, another PAN-to-band relation)",
+            _pooled, adds=("sim_ikonos_hyspex", "sim_ikonos_aviris")),
     Variant("hpm_fit_sam", "+ hpm_fit base and the fused image's spectral angle in the loss (`train.sam_weight = 1`)",
             lambda c: dataclasses.replace(_with_base(c, Base.GLP_HPM_FIT),
                                           train=dataclasses.replace(c.train, sam_weight=1.0))),
@@ -193,7 +205,8 @@ def run_fold(fold: str, variants: list[Variant], threads: int, flip_ensemble: bo
     fusers = dict(default_methods())
     runs = {}
     for v in variants:
-        train_pairs = [_pair(s) for s in training_scenes(None if v.sees_held_out else fold)]
+        scenes = [s for s in training_scenes(None if v.sees_held_out else fold) if s not in v.drops] + list(v.adds)
+        train_pairs = [_pair(s) for s in scenes]
         cfg = variant_config(fold, v)
         say(NAME, f"{fold}/{v.name}: {len(train_pairs)} training pairs, {cfg.train.iterations} steps "
                   "(a finished run is reused)")
@@ -209,7 +222,7 @@ def run_fold(fold: str, variants: list[Variant], threads: int, flip_ensemble: bo
         if cfg.diffusion.base is not Base.UPSAMPLED:  # the fitted-once classical part, for what the network adds
             fusers[f"{row} base (x0 = 0)"] = base_fuser(denoiser)
         runs[row] = {"config": str(CONFIG_DIR / f"{fold}.toml"), "change": v.change, "step": step,
-                     "batch": cfg.train.batch, "patch": cfg.train.patch}
+                     "batch": cfg.train.batch, "patch": cfg.train.patch, "train_scenes": [p.name for p in train_pairs]}
     say(NAME, f"{fold}: scoring {len(spec.test)} reduced- and {len(spec.full)} full-resolution samples")
     reduced = {s: score_sample(fusers, _pair(s)) for s in spec.test}
     full = {r.label: score_sample(fusers, datasets.full_resolution(r.scene, r, BANDS)) for r in spec.full}

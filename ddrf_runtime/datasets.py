@@ -78,18 +78,18 @@ of 32 MS pixels, which keeps full-resolution metrics (32×32 blocks on the PAN g
 
 * ``4band`` (ratio 4, first four canonical bands):
   train = FuseBox P034R032, P090R083, P093R085, P093R086; Landsat-8 (whole); GE1, WV2 columns 0..191;
-  Osman columns 0..135. val = FuseBox P091R083. test = FuseBox P092R086; GE1, WV2 columns 192..319;
-  Osman columns 136..199. test_full = the same GE1 / WV2 / Osman held-out strips at full resolution plus
-  WV3_example (a sensor absent from training). The whole Osman scene is the CLI demo, but columns
-  0..135 are training targets, so its full-resolution numbers are not a held-out test.
+  Osman columns 0..135; and, for sensor diversity, the 8-band train regions of Shanghai (WV3) and CristianICS
+  (their first four canonical bands) and both Rotterdam WV2 scenes. val = FuseBox P091R083. test = FuseBox
+  P092R086; GE1, WV2 columns 192..319; Osman columns 136..199. test_full = the same GE1 / WV2 / Osman held-out
+  strips at full resolution plus WV3_example (a 32² crop of another WorldView-3 scene). The whole Osman scene is
+  the CLI demo, but columns 0..135 are training targets, so its full-resolution numbers are not a held-out test.
 * ``8band`` (ratio 4, all eight bands): train = WV2 columns 0..191, Shanghai columns 0..191 (all rows),
   CristianICS columns 0..95; no val (too little 8-band data to spare); test = WV2 columns 192..319, Shanghai
   rows 0..319 × columns 192..319, CristianICS rows 0..127 × columns 96..143 (CristianICS is small, 143 × 144,
   but a 48-column strip still gives a 12-pixel-wide LR test image and a 192 × 512 PAN block for
   full-resolution metrics; rows are cut to multiples of 32 for the same reason); test_full = those three
   strips plus WV3_example (32 × 32 MS: smaller than a 64² training crop at reduced resolution, so it
-  stays a held-out full-resolution scene). The Rotterdam scenes are 4-band: they serve the
-  leave-one-sensor-out benchmark, not a family split.
+  stays a held-out full-resolution scene). The Rotterdam scenes are 4-band: they train the ``4band`` family.
 * ``hs_ms`` (ratio 3, 128 Hyperion bands, k = 9 ALI-MS guide): train = Paris HS+MS columns 0..47,
   test = columns 48..71 (multiples of 3; reference 72×24, LR HSI 24×8); no val, no test_full (HS and MS
   share one grid, so no native-resolution pair exists).
@@ -102,6 +102,7 @@ of 32 MS pixels, which keeps full-resolution metrics (32×32 blocks on the PAN g
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -115,6 +116,7 @@ from .bands import CANONICAL_FIRST, FAMILIES, HYPERION_BANDS, WV_NATIVE, canonic
 from .datapaths import data_root
 from .errors import ConfigError, InputError
 from .mtf import ms_gains, mtf_lowpass, pan_gain
+from .raster_io import bit_depth_for_max
 from .resample import decimate, upsample
 from .splits import Region, split_regions
 
@@ -153,6 +155,30 @@ def _rotterdam(n: int) -> _Source:
     return _Source("WV2", 11, CANONICAL_FIRST, 4, True, (f"{d}/ms{n}.tif",), f"{d}/pan{n}.tif",
                    ms_step=2, zero_is_nodata=True)
 
+
+@dataclass(frozen=True)
+class _Simulated:
+    """A sensor simulated from a real hyperspectral cube: its MS bands and PAN are the cube weighted by the
+    sensor's spectral responses, both on the cube's grid (native ratio 1, like Hyperion with the ALI MS), so a
+    Wald pair reduces only the MS. The spatial detail is real; the PAN-to-band relation is the simulated sensor's.
+    """
+
+    sensor: str  # whose spectral responses and MS MTF (``mtf.ms_gains``) the simulation takes
+    cube: str  # file spec of the (H, W, B) cube
+    wavelengths: str  # band centres in nm: a file spec holding them, or an ENVI header (``.hdr``)
+    responses: str  # file spec of a (λ nm, PAN, B, G, R, NIR) table
+    georeferenced: bool
+
+
+_IKONOS_RESPONSES = "hyperspectral/hysure_paris_eo1/ikonos_spec_resp.mat:ikonos_sp"
+_SIMULATED: Mapping[str, _Simulated] = MappingProxyType({
+    "sim_ikonos_hyspex": _Simulated("IKONOS", "hyperspectral/dlr_hysu_hyspex/DLR_HySU_HS_full.tif",
+                                    "hyperspectral/dlr_hysu_hyspex/DLR_HySU_HS_full.hdr", _IKONOS_RESPONSES, True),
+    "sim_ikonos_aviris": _Simulated(
+        "IKONOS", "hyperspectral/aviris_santabarbara_gatorsense/a_hsi_img_for_VI_demo.mat:hsi_img",
+        "hyperspectral/aviris_santabarbara_gatorsense/a_hsi_img_for_VI_demo.mat:wavelengths", _IKONOS_RESPONSES,
+        False),
+})
 
 _SHANGHAI = "geotiff/spacenet2_shanghai_wv3_8band_r4/"
 _L8 = "geotiff/landsat8_sattestdata/l8_B"
@@ -249,7 +275,7 @@ class FullRes(_InDigitalNumbers):
 
 def scene_names() -> list[str]:
     """Every scene ``load_scene`` knows, whether or not its files are present."""
-    return list(_SOURCES)
+    return [*_SOURCES, *_SIMULATED]
 
 
 def _read_file(spec: str, root: Path) -> tuple[np.ndarray, float | None]:
@@ -267,13 +293,48 @@ def _read_file(spec: str, root: Path) -> tuple[np.ndarray, float | None]:
         return np.moveaxis(src.read(), 0, -1), src.nodata
 
 
+def _wavelengths(spec: str, root: Path) -> np.ndarray:
+    """(B,) band centres in nm from a file spec, or from an ENVI header's ``wavelength = {…}`` entry."""
+    if not spec.endswith(".hdr"):
+        return _read_file(spec, root)[0].ravel().astype(np.float64)
+    path = root / spec
+    if not path.is_file():
+        raise InputError("data file missing (see PROVENANCE.md)", str(path))
+    found = re.search(r"^wavelength\s*=\s*\{([^}]*)\}", path.read_text(errors="replace"), re.M)
+    if found is None:
+        raise InputError("no wavelength list in the ENVI header", str(path))
+    wl = np.array([float(v) for v in found.group(1).split(",")])
+    return wl * 1000.0 if wl.max() < 100.0 else wl  # µm (HySpex writes 0.4174 … 0.9028) → nm
+
+
+def _simulate(name: str, sim: _Simulated, root: Path) -> Scene:
+    """MS (H, W, 4) and PAN (H, W) of ``sim``'s sensor from its cube: each response, less its floor under 1 % of
+    its peak, sampled at the band centres and normalised to sum 1 (one that runs past the cube is cut there)."""
+    cube = _read_file(sim.cube, root)[0].astype(np.float64)  # (H, W, B)
+    wl = _wavelengths(sim.wavelengths, root)  # (B,)
+    table = _read_file(sim.responses, root)[0][..., 0]  # (L, 6): λ, PAN, B, G, R, NIR
+    if wl.shape != (cube.shape[-1],):
+        raise InputError(f"{wl.size} wavelengths for {cube.shape[-1]} bands", str(root / sim.cube.partition(":")[0]))
+    resp = np.where(table[:, 1:] >= 0.01 * table[:, 1:].max(axis=0), table[:, 1:], 0.0)  # drop the noise floor
+    weights = np.stack([np.interp(wl, table[:, 0], r, left=0.0, right=0.0) for r in resp.T], -1)  # (B, 5)
+    weights /= weights.sum(axis=0)
+    sensed = np.clip(cube @ weights, 0.0, None).astype(np.float32)  # (H, W, 5)
+    ms, pan = np.ascontiguousarray(sensed[..., 1:]), np.ascontiguousarray(sensed[..., 0])
+    ms.setflags(write=False)
+    pan.setflags(write=False)
+    bits = bit_depth_for_max(float(sensed.max()), floating=True)
+    return Scene(name, sim.sensor, "PAN", bits, CANONICAL_FIRST, 1, sim.georeferenced, ms, pan)
+
+
 @functools.lru_cache(maxsize=None)
 def load_scene(name: str) -> Scene:
     """Read a scene (cached: the arrays are shared, hence read-only)."""
+    root = data_root()
+    if name in _SIMULATED:
+        return _simulate(name, _SIMULATED[name], root)
     src = _SOURCES.get(name)
     if src is None:
         raise ConfigError(f"unknown scene {name!r}; known: {', '.join(scene_names())}")
-    root = data_root()
     parts = [_read_file(f, root) for f in (*src.ms_files, src.pan_file)]
     nodata = {v * src.dn_per_unit for _, v in parts if v is not None}
     ms = np.concatenate([a for a, _ in parts[:-1]], axis=-1)[::src.ms_step, ::src.ms_step]

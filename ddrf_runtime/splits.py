@@ -51,6 +51,9 @@ SPLITS: Mapping[str, Mapping[str, tuple[Region, ...]]] = MappingProxyType({
         "train": (
             *_fusebox_regions("P034R032", "P090R083", "P093R085", "P093R086"),
             Region("landsat8"), Region("ge1", _TRAIN_COLS), Region("wv2", _TRAIN_COLS), _OSMAN_TRAIN,
+            # More VHR sensors and places for a sensor the model never saw: WorldView-3 and CristianICS outside
+            # the 8-band test strips, and both SpaceNet-6 Rotterdam WorldView-2 scenes.
+            Region("shanghai", _TRAIN_COLS), _CRISTIANICS_TRAIN, Region("rotterdam_1"), Region("rotterdam_2"),
         ),
         "val": _fusebox_regions("P091R083"),
         "test": (*_fusebox_regions("P092R086"), Region("ge1", _TEST_COLS), Region("wv2", _TEST_COLS), _OSMAN_TEST),

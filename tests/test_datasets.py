@@ -31,6 +31,9 @@ EXPECTED = {
     **{f"fusebox_{n}": ("L7", 8, BGRN + ("SWIR1", "SWIR2"), 2, (400, 400, 6), False) for n in range(1, 40)},
     "paris_hs_ms": ("Hyperion", 15, ds.HYPERION_BANDS, 1, (72, 72, 128), False),
     "paris_hs_pan": ("Hyperion", 15, ds.HYPERION_BANDS, 3, (72, 58, 128), False),
+    # IKONOS simulated from hyperspectral cubes (reflectance × 10 000, maxima < 8 191): MS and PAN on one grid
+    "sim_ikonos_hyspex": ("IKONOS", 13, BGRN, 1, (86, 123, 4), True),
+    "sim_ikonos_aviris": ("IKONOS", 13, BGRN, 1, (90, 90, 4), False),
 }
 
 
@@ -159,6 +162,40 @@ def test_osman_band_order_evidence(data_dir):
     assert floor[0] > floor[2] and floor[1] > floor[2]
     assert np.mean(ms[..., 3] > ms[..., 2]) > 0.95
     assert np.mean(ms[..., 3] > ms[..., 0]) < 0.5
+
+
+def _simulated_source(root, wl_text: str, bands: int):
+    """A (6, 5, bands) cube whose every pixel's spectrum is its wavelength in nm, an ENVI header with the given
+    wavelength entry, and box responses: PAN 450–900, B 450–520, G 520–600, R 630–690, NIR 760–900 nm."""
+    wl = np.linspace(400.0, 1000.0, bands)
+    cube = np.broadcast_to(wl, (6, 5, bands)).astype(np.float32)
+    with rasterio.open(root / "cube.tif", "w", driver="GTiff", width=5, height=6, count=bands,
+                       dtype="float32") as dst:
+        dst.write(np.moveaxis(cube, -1, 0))
+    (root / "cube.hdr").write_text(f"ENVI\nbands = {bands}\nwavelength = {{\n {wl_text} }}\nfwhm = {{ 1 }}\n")
+    lam = np.arange(350.0, 1040.0, 5.0)
+    boxes = [(450, 900), (450, 520), (520, 600), (630, 690), (760, 900)]
+    table = np.stack([lam] + [((lam >= a) & (lam <= b)).astype(float) for a, b in boxes], -1)
+    scipy.io.savemat(root / "resp.mat", {"sp": table})
+    return wl, ds._Simulated("IKONOS", "cube.tif", "cube.hdr", "resp.mat:sp", False), boxes
+
+
+@pytest.mark.parametrize("unit", [1.0, 1e-3])  # nm, and µm as HySpex writes them
+def test_simulated_bands_average_the_cube_over_each_response(tmp_path, unit):
+    wl, sim, boxes = _simulated_source(tmp_path, ", ".join(f"{w * unit:.6f}" for w in np.linspace(400, 1000, 61)), 61)
+    s = ds._simulate("toy", sim, tmp_path)
+    assert (s.ratio, s.bands, s.ms.shape, s.pan.shape) == (1, BGRN, (6, 5, 4), (6, 5))
+    expect = [wl[(wl >= a) & (wl <= b)].mean() for a, b in boxes]  # a spectrum equal to λ averages to mean λ
+    np.testing.assert_allclose(s.pan, expect[0], rtol=1e-5)
+    for k in range(4):
+        np.testing.assert_allclose(s.ms[..., k], expect[k + 1], rtol=1e-5)
+    assert s.bit_depth == 10  # maximum 830 nm-valued → full scale 1 023
+
+
+def test_simulated_source_refuses_a_wavelength_count_that_does_not_match(tmp_path):
+    _, sim, _ = _simulated_source(tmp_path, "500, 600, 700", 61)
+    with pytest.raises(InputError, match="3 wavelengths for 61 bands"):
+        ds._simulate("toy", sim, tmp_path)
 
 
 def test_fusebox_path_rows_match_locations_txt(data_dir):
