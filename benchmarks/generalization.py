@@ -124,6 +124,9 @@ VARIANTS = (
     Variant("hpm_fit_pool_sim", "hpm_fit_pool trained on IKONOS simulated from the HySpex and AVIRIS cubes too "
                                 "(`datasets` sim_ikonos_*: real spatial detail, another PAN-to-band relation)",
             _pooled, adds=("sim_ikonos_hyspex", "sim_ikonos_aviris")),
+    Variant("hpm_fit_pool_coarse", "hpm_fit_pool and a copy of every training pair on a 2× coarser grid "
+                                   "(`[degrade] coarse_copies = 1`)",
+            lambda c: dataclasses.replace(_pooled(c), degrade=DegradationConfig(coarse_copies=1))),
     Variant("hpm_fit_sam", "+ hpm_fit base and the fused image's spectral angle in the loss (`train.sam_weight = 1`)",
             lambda c: dataclasses.replace(_with_base(c, Base.GLP_HPM_FIT),
                                           train=dataclasses.replace(c.train, sam_weight=1.0))),

@@ -50,6 +50,13 @@ Decisions, with the evidence behind them
   627 MS columns. Raw 16-bit DNs, bit depth 16. The scene is cloudy; cloud parallax moves clouds
   between PAN and MS by up to 3 PAN pixels.
 * FuseBox Landsat-7: native R, G, B, NIR, SWIR1, SWIR2 (the FuseBox README swapped bands 1 and 3).
+* Simulated IKONOS (``sim_ikonos_hyspex``, ``sim_ikonos_aviris``): the DLR HySU HySpex cube (0.7 m, 417–903 nm;
+  its ENVI header gives the wavelengths in µm) and the AVIRIS Santa Barbara cube, weighted by the IKONOS responses
+  that ship with HySure (columns PAN, B, G, R, NIR: centres 725, 496, 559, 666, 792 nm), each response's floor
+  under 1 % of its peak dropped; the PAN response runs to 1,035 nm and is cut at HySpex's last band. Both scenes
+  are vegetated (NIR ≈ 3× red), so the PAN follows the NIR band (correlation 0.81 / 0.97) more than the visible
+  ones. MS and PAN share the cube's grid (ratio 1), so a Wald pair at ratio 4 reduces only the MS; bit depth by
+  the float rule (maxima ≈ 8,150 → 13). Only the leave-one-sensor-out ``hpm_fit_pool_sim`` variant uses them.
 * WV3_example holds only the 32×32 MS that Z-PNN ships (already a low-resolution product): it is a
   full-resolution-only scene.
 * EO-1 Paris (``hyperspectral/hysure_paris_eo1``, HySure "dataset C"): 128 Hyperion bands (names
@@ -439,6 +446,18 @@ def redegrade(pair: Pair, gain_scale: np.ndarray) -> Pair:
     ms_lr, lms = _reduce_ms(pair.gt, gains, pair.ratio)
     label = ",".join(f"{g:.2f}" for g in gains)
     return replace(pair, name=f"{pair.name}@mtf[{label}]", lms=lms, ms_lr=ms_lr)
+
+
+def coarsened(pair: Pair, factor: int) -> Pair:
+    """``pair`` as a sensor with ``factor``× larger pixels would see the ground: reference and PAN MTF-low-passed
+    with the sensor's gains and decimated by ``factor`` (sides trimmed to the ratio), the MS reduced again."""
+    r = pair.ratio
+    gt = decimate(mtf_lowpass(pair.gt, ms_gains(pair.sensor, pair.gt.shape[-1]), factor), factor)
+    pan = decimate(mtf_lowpass(pair.pan, pan_gain(pair.sensor), factor), factor)
+    h, w = gt.shape[0] // r * r, gt.shape[1] // r * r
+    gt, pan = gt[:h, :w].astype(np.float32), pan[:h, :w].astype(np.float32)
+    ms_lr, lms = _reduce_ms(gt, ms_gains(pair.sensor, gt.shape[-1]), r)
+    return replace(pair, name=f"{pair.name}@1/{factor}", lms=lms, pan=pan, gt=gt, ms_lr=ms_lr)
 
 
 def full_resolution(scene: Scene | str, region: Region | None = None, bands: int | None = None) -> FullRes:

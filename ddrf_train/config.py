@@ -180,14 +180,16 @@ class RadiometricConfig:
 
 @dataclass(frozen=True)
 class DegradationConfig:
-    """Extra Wald-protocol copies of every training pair with other MS MTFs (``ddrf_train.patches``): a sensor's
-    MTF is what the network otherwise learns per sensor, and an unseen sensor brings its own."""
+    """Extra Wald-protocol copies of every training pair (``ddrf_train.patches``): with other MS MTFs (a sensor's
+    MTF is what the network otherwise learns per sensor, and an unseen sensor brings its own), or on a coarser
+    ground grid (an unseen sensor's pixels cover another size of roofs, fields and streets)."""
 
     mtf_copies: int = 0  # extra copies of each training pair, its reference re-degraded (0: off, the default)
     mtf_spread: float = 0.0  # each copy's MS Nyquist gains = the sensor's × exp(±spread), drawn per band
+    coarse_copies: int = 0  # extra copies of each pair on a 2×, 4×, … coarser grid (datasets.coarsened; 0: off)
 
     def check(self) -> list[tuple[str, str]]:
-        out = [] if self.mtf_copies >= 0 else [("mtf_copies", "must be >= 0")]
+        out = [(k, "must be >= 0") for k in ("mtf_copies", "coarse_copies") if getattr(self, k) < 0]
         return out + ([] if 0.0 <= self.mtf_spread <= 1.0 else [("mtf_spread", "must be in [0, 1]")])
 
 

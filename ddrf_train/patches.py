@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ddrf_runtime.datasets import Pair, redegrade
+from ddrf_runtime.datasets import Pair, coarsened, redegrade
 from ddrf_runtime.detail_base import residual_base
 from ddrf_runtime.errors import ConfigError
 from ddrf_runtime.pipeline import scene_base
@@ -93,16 +93,19 @@ def _weights(scenes: Sequence[NormPair], weighting: Weighting) -> np.ndarray:
     return w / w.sum()
 
 
-def with_mtf_copies(pairs: Sequence[Pair], cfg: DegradationConfig, rng: np.random.Generator) -> list[Pair]:
+def with_copies(pairs: Sequence[Pair], cfg: DegradationConfig, rng: np.random.Generator) -> list[Pair]:
     """The pairs, each followed by ``cfg.mtf_copies`` copies re-degraded through MTFs drawn around its sensor's
-    (``datasets.redegrade``; gains × exp(±``cfg.mtf_spread``) per band). A copy keeps its pair's sensor, so
-    sensor-weighted sampling shares the pair's weight among its copies."""
+    (``datasets.redegrade``; gains × exp(±``cfg.mtf_spread``) per band) and by ``cfg.coarse_copies`` copies on
+    2×, 4×, … coarser grids (``datasets.coarsened``). A copy keeps its pair's sensor, so sensor-weighted sampling
+    shares the pair's weight among its copies."""
     out: list[Pair] = []
     for p in pairs:
         out.append(p)
         for _ in range(cfg.mtf_copies):
             scale = np.exp(rng.uniform(-cfg.mtf_spread, cfg.mtf_spread, size=p.gt.shape[-1]))  # (C,)
             out.append(redegrade(p, scale))
+        out += [coarsened(p, 2**k) for k in range(1, cfg.coarse_copies + 1)
+                if min(p.gt.shape[:2]) >= 2**k * p.ratio * 2]
     return out
 
 
@@ -114,7 +117,7 @@ class PatchSampler:
                  target: TargetSpec, rng: np.random.Generator,
                  augment: RadiometricConfig = RadiometricConfig(),
                  degrade: DegradationConfig = DegradationConfig()) -> None:
-        pairs = with_mtf_copies(pairs, degrade, rng)  # the pairs themselves when there are no copies
+        pairs = with_copies(pairs, degrade, rng)  # the pairs themselves when there are no copies
         self.scenes = [NormPair.from_pair(p, target) for p in pairs if min(p.gt.shape[:2]) >= patch]
         if not self.scenes:
             raise ConfigError(f"no training pair is at least {patch}×{patch} pixels")

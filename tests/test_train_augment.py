@@ -1,12 +1,12 @@
 """The radiometric jitter lever: off changes nothing; on, it scales a band's lms and gt alike, moves the PAN
 relative to the MS, and is reproducible from the sampler's Generator. The MTF lever: Wald copies of a pair through
-other MS MTFs."""
+other MS MTFs. The scale lever: copies on a coarser ground grid."""
 import numpy as np
 import pytest
 
 pytest.importorskip("torch")
 
-from ddrf_runtime.datasets import Pair, redegrade, reduced_resolution  # noqa: E402
+from ddrf_runtime.datasets import Pair, coarsened, redegrade, reduced_resolution  # noqa: E402
 from ddrf_runtime.errors import ConfigError  # noqa: E402
 from ddrf_runtime.splits import Region  # noqa: E402
 from ddrf_runtime.target import TargetSpec  # noqa: E402
@@ -106,3 +106,33 @@ def test_degrade_config_is_checked():
         ExperimentConfig.from_dict({"degrade": {"mtf_spread": 1.5}})
     with pytest.raises(ConfigError, match="degrade.mtf_copies"):
         ExperimentConfig.from_dict({"degrade": {"mtf_copies": -1}})
+    with pytest.raises(ConfigError, match="degrade.coarse_copies"):
+        ExperimentConfig.from_dict({"degrade": {"coarse_copies": -1}})
+
+
+# --- the scale lever: copies on a coarser grid ---
+
+
+def test_coarsened_pair_is_a_wald_pair_of_the_same_ground_at_half_the_sampling(data_dir):
+    pair = reduced_resolution("osman", 4, Region("osman", (0, 128), (0, 100)), 4)  # gt (100, 128, 4)
+    half = coarsened(pair, 2)
+    assert (half.name, half.gt.shape, half.pan.shape, half.ms_lr.shape) == (
+        "osman[r0:100,c0:128]@1/2", (48, 64, 4), (48, 64), (12, 16, 4))
+    assert half.ratio == pair.ratio and half.sensor == pair.sensor
+    # the low-pass keeps the mean radiometry, and the copy is smoother than plain subsampling of the same ground
+    np.testing.assert_allclose(half.gt.mean((0, 1)), pair.gt[:96].mean((0, 1)), rtol=0.01)
+    step = {k: float(np.abs(np.diff(a, axis=1)).mean()) for k, a in (("low-passed", half.gt),
+                                                                      ("subsampled", pair.gt[:96:2, ::2]))}
+    assert step["low-passed"] < 0.9 * step["subsampled"]
+
+
+def test_sampler_adds_coarse_copies_only_where_they_stay_large_enough():
+    rng = np.random.default_rng(0)
+    pairs = [Pair(n, "WV2", 11, ("B", "G", "R", "NIR"), 4, g * 0.98, g.mean(-1), g, g[::4, ::4])
+             for n, g in (("big", rng.uniform(100, 900, (64, 64, 4)).astype(np.float32)),
+                          ("small", rng.uniform(100, 900, (16, 16, 4)).astype(np.float32)))]
+    cfg = ExperimentConfig.from_dict({"train": {"patch": 16}, "degrade": {"coarse_copies": 2}})
+    sampler = PatchSampler(pairs, 16, 4, Weighting.SENSOR, TargetSpec(), np.random.default_rng(5), cfg.augment,
+                           cfg.degrade)
+    assert [(s.name, s.shape) for s in sampler.scenes] == [
+        ("big", (64, 64)), ("big@1/2", (32, 32)), ("big@1/4", (16, 16)), ("small", (16, 16))]
