@@ -118,8 +118,8 @@ VARIANTS = (
     Variant("hpm_fit_pool", "+ hpm_fit base with each band's gain halfway to the gain fitted to all bands jointly "
                             "(`diffusion.gain_pooling = 0.5`)",
             _pooled),
-    Variant("hpm_fit_pool_narrow", "hpm_fit_pool trained without WorldView-3, CristianICS and SpaceNet-6 Rotterdam "
-                                   "(the sensors the 4-band release saw before it was widened)",
+    Variant("hpm_fit_pool_narrow", "hpm_fit_pool trained without WorldView-3, CristianICS and SpaceNet-6 Rotterdam, "
+                                   "i.e. on the sensors the 4-band release saw before it was widened",
             _pooled, drops=("shanghai", "cristianics", "rotterdam_1", "rotterdam_2")),
     Variant("hpm_fit_pool_sim", "hpm_fit_pool trained on IKONOS simulated from the HySpex and AVIRIS cubes too "
                                 "(`datasets` sim_ikonos_*: real spatial detail, another PAN-to-band relation)",
@@ -127,6 +127,8 @@ VARIANTS = (
     Variant("hpm_fit_pool_coarse", "hpm_fit_pool and a copy of every training pair on a 2× coarser grid "
                                    "(`[degrade] coarse_copies = 1`)",
             lambda c: dataclasses.replace(_pooled(c), degrade=DegradationConfig(coarse_copies=1))),
+    Variant("hpm_fit_pool_jitter", f"hpm_fit_pool and radiometric jitter {dataclasses.asdict(JITTER)}",
+            lambda c: dataclasses.replace(_pooled(c), augment=JITTER)),
     Variant("hpm_fit_sam", "+ hpm_fit base and the fused image's spectral angle in the loss (`train.sam_weight = 1`)",
             lambda c: dataclasses.replace(_with_base(c, Base.GLP_HPM_FIT),
                                           train=dataclasses.replace(c.train, sam_weight=1.0))),
