@@ -451,12 +451,12 @@ def redegrade(pair: Pair, gain_scale: np.ndarray) -> Pair:
 def coarsened(pair: Pair, factor: int) -> Pair:
     """``pair`` as a sensor with ``factor``× larger pixels would see the ground: reference and PAN MTF-low-passed
     with the sensor's gains and decimated by ``factor`` (sides trimmed to the ratio), the MS reduced again."""
-    r = pair.ratio
-    gt = decimate(mtf_lowpass(pair.gt, ms_gains(pair.sensor, pair.gt.shape[-1]), factor), factor)
+    r, gains = pair.ratio, ms_gains(pair.sensor, pair.gt.shape[-1])
+    gt = decimate(mtf_lowpass(pair.gt, gains, factor), factor)
     pan = decimate(mtf_lowpass(pair.pan, pan_gain(pair.sensor), factor), factor)
     h, w = gt.shape[0] // r * r, gt.shape[1] // r * r
     gt, pan = gt[:h, :w].astype(np.float32), pan[:h, :w].astype(np.float32)
-    ms_lr, lms = _reduce_ms(gt, ms_gains(pair.sensor, gt.shape[-1]), r)
+    ms_lr, lms = _reduce_ms(gt, gains, r)
     return replace(pair, name=f"{pair.name}@1/{factor}", lms=lms, pan=pan, gt=gt, ms_lr=ms_lr)
 
 
