@@ -31,6 +31,7 @@ import torch
 
 from ddrf_runtime import baselines, datasets
 from ddrf_runtime.flip_ensemble import FlipEnsemble
+from ddrf_runtime.model_spec import ValueScale
 from ddrf_runtime.splits import FUSEBOX_PATH_ROWS, Region
 from ddrf_runtime.target import Base
 from ddrf_train.backend import TorchDenoiser
@@ -204,7 +205,8 @@ def variant_config(fold: str, variant: Variant) -> ExperimentConfig:
     return cfg.validate(variant.name)
 
 
-def run_fold(fold: str, variants: list[Variant], threads: int, flip_ensemble: bool = False) -> dict:
+def run_fold(fold: str, variants: list[Variant], threads: int, flip_ensemble: bool = False,
+             also_value_scale: ValueScale | None = None) -> dict:
     """Train every variant of one fold, then score them and the classical methods on the held-out sensor."""
     spec = FOLDS[fold]
     fusers = dict(default_methods())
@@ -224,6 +226,8 @@ def run_fold(fold: str, variants: list[Variant], threads: int, flip_ensemble: bo
         fusers[row] = model_fuser(denoiser)
         if flip_ensemble:  # the same network averaged over the tiles' four mirror images (FuseOptions.flip_ensemble)
             fusers[f"{row} flip ensemble"] = model_fuser(FlipEnsemble(denoiser))
+        if also_value_scale:  # the same network under the other input scaling (FuseOptions.value_scale)
+            fusers[f"{row}, {also_value_scale.value} scaling"] = model_fuser(denoiser, also_value_scale)
         if cfg.diffusion.base is not Base.UPSAMPLED:  # the fitted-once classical part, for what the network adds
             fusers[f"{row} base (x0 = 0)"] = base_fuser(denoiser)
         runs[row] = {"config": str(CONFIG_DIR / f"{fold}.toml"), "change": v.change, "step": step,
@@ -256,7 +260,8 @@ def to_markdown(r: Mapping) -> str:
              *environment_lines(r),
              f"- budget per fold and variant: {r['iterations']} steps × batch {r['batch']} × {r['patch']}² crops, "
              f"1 thread, seed 0, EMA weights; fold configs `configs/loso/<fold>.toml` (from `{BASE_CONFIG}`)",
-             "- DDRF: runtime pipeline, PyTorch backend, 1 step, seed 0. Reduced resolution: whole held-out scenes. "
+             "- DDRF: runtime pipeline, PyTorch backend, 1 step, seed 0, the model's input scaling (`ValueScale`; "
+             "4-band: scene_mean). Reduced resolution: whole held-out scenes. "
              "Full resolution: 128² MS crops (512² PAN) of the held-out native-ratio-4 scenes.",
              "- ratio = DDRF mean / best classical mean on the fold (best chosen per metric); target ERGAS ≤ 0.85, "
              "SAM ≤ 0.90, never > 1. A `base (x0 = 0)` row is that model's classical base alone (network output "
@@ -297,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iterations", type=int, default=600, help="with --write-configs: steps per fold")
     ap.add_argument("--patch", type=int, default=48, help="with --write-configs: crop side")
     ap.add_argument("--flip-ensemble", action="store_true", help="also score each model with the flip ensemble")
+    ap.add_argument("--also-value-scale", choices=[v.value for v in ValueScale],
+                    help="also score each model under this input scaling (default rows: the model's own)")
     args = ap.parse_args(argv)
     if args.write_configs:
         for path in write_configs(args.iterations, args.patch):
@@ -310,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
               "iterations": base.iterations, "batch": base.batch, "patch": base.patch, "folds": {}}
     variants = [v for v in VARIANTS if v.name in args.variants]
     for fold in args.folds:
-        report["folds"][fold] = run_fold(fold, variants, args.threads, args.flip_ensemble)
+        report["folds"][fold] = run_fold(fold, variants, args.threads, args.flip_ensemble,
+                                         args.also_value_scale and ValueScale(args.also_value_scale))
         report["run"] = clock.summary()
         write_results(NAME, report, to_markdown(report), args.out)
     return 0

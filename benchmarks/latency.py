@@ -36,7 +36,7 @@ import torch
 
 from ddrf_runtime.backends import Backend
 from ddrf_runtime.model_spec import ModelSpec
-from ddrf_runtime.pipeline import FuseOptions, condition_tile, make_grid, scene_base
+from ddrf_runtime.pipeline import FuseOptions, Radiometry, condition_tile, make_grid, scene_base, scene_moments
 from ddrf_runtime.scene import SceneConfig, fuse_scene
 from ddrf_runtime.session import Denoiser, Device
 from ddrf_runtime.tiling import tile_noise
@@ -84,19 +84,20 @@ def torch_pipeline(model: torch.nn.Module, spec: ModelSpec, scene: DemoScene, op
     loop, network and decoding run in torch. Returns (H, W, C) float32 DN clipped to [0, full scale].
     """
     grid = make_grid(spec, options, scene.pan.shape[0], scene.pan.shape[1])
-    stats = scene_base(spec.target, scene.ms, scene.pan, spec.ratio, scene.scale)  # as fuse_arrays's
+    radiometry = Radiometry.of(spec, options, scene.scale, scene_moments(scene.ms, scene.pan, spec.ratio, scene.scale))
+    stats = scene_base(spec.target, scene.ms, scene.pan, spec.ratio, radiometry.unit)  # as fuse_arrays's
     c, (th, tw) = spec.num_bands, grid.tile_shape
     out = np.zeros(scene.pan.shape[:2] + (c,), np.float32)
     for b0 in range(0, len(grid.tiles), options.batch):
         group = grid.tiles[b0:b0 + options.batch]
         cond, base = (torch.from_numpy(np.stack(a)) for a in zip(*(
-            condition_tile(grid, t, scene.ms[t.ms.slices], scene.pan[t.pan.slices], scene.scale, spec.target,
+            condition_tile(grid, t, scene.ms[t.ms.slices], scene.pan[t.pan.slices], radiometry.unit, spec.target,
                            stats) for t in group)))  # (B, C+k, th, tw), (B, C, th, tw)
         noise = torch.from_numpy(np.stack([tile_noise(options.seed, t.window.row, t.window.col, (c, th, tw))
                                            for t in group]))
         fused = sample(model, cond[:, :c], cond[:, c:], options.num_steps(spec), noise=noise,
                        base=base)  # (B, C, th, tw)
-        fused = (fused.clamp(0.0, 1.0) * scene.scale).permute(0, 2, 3, 1).numpy()
+        fused = (fused * radiometry.unit).clamp(0.0, radiometry.full_scale).permute(0, 2, 3, 1).numpy()
         for tile, values in zip(group, fused):
             grid.blend(out, tile, values)
     return out

@@ -28,7 +28,7 @@ from ddrf_runtime import bands, baselines, datasets, splits
 from ddrf_runtime.backends import DenoiserLike
 from ddrf_runtime.flip_ensemble import FlipEnsemble
 from ddrf_runtime.metrics import full_resolution_metrics, reduced_resolution_metrics
-from ddrf_runtime.model_spec import ModelSpec
+from ddrf_runtime.model_spec import ModelSpec, ValueScale
 from ddrf_runtime.pipeline import FuseOptions, fuse_arrays
 from ddrf_runtime.session import DenoiseFn, Denoiser
 from ddrf_runtime.target import Base
@@ -45,7 +45,7 @@ _BETTER = {"SAM": "↓", "ERGAS": "↓", "Q2n": "↑", "SCC": "↑", "PSNR": "�
            "D_lambda": "↓", "D_s": "↓", "HQNR": "↑"}
 
 
-def _ms(sample: Sample) -> np.ndarray:
+def ms_to_fuse(sample: Sample) -> np.ndarray:
     """The image to fuse: the Wald-degraded MS of a Pair, the original MS of a FullRes."""
     return sample.ms_lr if isinstance(sample, datasets.Pair) else sample.ms
 
@@ -53,14 +53,16 @@ def _ms(sample: Sample) -> np.ndarray:
 def classical_fuser(method: str) -> Fuser:
     """A baseline of ``ddrf_runtime.baselines`` as a fuser."""
     def fuse(sample: Sample) -> np.ndarray:
-        return baselines.fuse(method, _ms(sample), sample.pan, sample.ratio, sample.sensor)
+        return baselines.fuse(method, ms_to_fuse(sample), sample.pan, sample.ratio, sample.sensor)
     return fuse
 
 
-def model_fuser(denoiser: DenoiserLike) -> Fuser:
-    """An exported model as a fuser: the runtime's ``fuse_arrays`` at the sample's bit depth."""
+def model_fuser(denoiser: DenoiserLike, value_scale: ValueScale | None = None) -> Fuser:
+    """An exported model as a fuser: the runtime's ``fuse_arrays`` at the sample's bit depth, with the model's
+    value scale or ``value_scale``."""
     def fuse(sample: Sample) -> np.ndarray:
-        return fuse_arrays(_ms(sample), sample.pan, denoiser, FuseOptions(bit_depth=sample.bit_depth))
+        options = FuseOptions(bit_depth=sample.bit_depth, value_scale=value_scale)
+        return fuse_arrays(ms_to_fuse(sample), sample.pan, denoiser, options)
     return fuse
 
 
@@ -169,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", type=Path, help="exported .onnx: a DDRF row for the families it fits")
     ap.add_argument("--flip-ensemble", action="store_true",
                     help="also a row with the model averaged over the 4 flips of every tile (FuseOptions.flip_ensemble)")
+    ap.add_argument("--also-value-scale", choices=[v.value for v in ValueScale],
+                    help="also a row with the model under this input scaling (FuseOptions.value_scale)")
     ap.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = ap.parse_args(argv)
     registry = default_methods()
@@ -182,12 +186,16 @@ def main(argv: list[str] | None = None) -> int:
             rows["DDRF"] = model_fuser(denoiser)
             if args.flip_ensemble:
                 rows["DDRF flip ensemble"] = model_fuser(FlipEnsemble(denoiser))
+            if args.also_value_scale:
+                value_scale = ValueScale(args.also_value_scale)
+                rows[f"DDRF, {value_scale.value} scaling"] = model_fuser(denoiser, value_scale)
             if denoiser.spec.target.base is not Base.UPSAMPLED:  # what the network adds to its base
                 rows["DDRF base (x0 = 0)"] = base_fuser(denoiser)
         res = evaluate(family, rows)
         if model:
             res["model"] = {"path": str(args.model), "training_data": denoiser.spec.training_data,
-                            "default_steps": denoiser.spec.default_steps}
+                            "default_steps": denoiser.spec.default_steps,
+                            "value_scale": denoiser.spec.value_scale.value}
         write_results(f"quality_{family}", {**env, **res}, to_markdown(res, env), args.out)
     return 0
 

@@ -36,7 +36,7 @@ from scipy import ndimage, stats
 from ddrf_runtime import datasets, scene
 from ddrf_runtime.datapaths import DEMO_DIR, MODELS_DIR
 from ddrf_runtime.metrics import ergas, sam
-from ddrf_runtime.pipeline import FuseOptions, full_scale, make_grid, sample_tiles, scene_base
+from ddrf_runtime.pipeline import FuseOptions, arrays_radiometry, make_grid, sample_tiles, scene_base
 from ddrf_runtime.session import Denoiser, Device
 from ddrf_runtime.uncertainty import pool_spread, sample_statistics
 
@@ -82,10 +82,10 @@ def draw_samples(denoiser: Denoiser, pair: datasets.Pair, steps: int, eta: float
     grid = make_grid(denoiser.spec, options, pair.pan.shape[0], pair.pan.shape[1])
     if len(grid.tiles) != 1:
         raise ValueError(f"{pair.name} spans {len(grid.tiles)} tiles; this benchmark needs one tile per pair")
-    tile, scale = grid.tiles[0], full_scale(pair.bit_depth)
-    scene = scene_base(denoiser.spec.target, pair.ms_lr, pair.pan, pair.ratio, scale)
+    tile, radiometry = grid.tiles[0], arrays_radiometry(denoiser.spec, options, pair.ms_lr, pair.pan)
+    scene = scene_base(denoiser.spec.target, pair.ms_lr, pair.pan, pair.ratio, radiometry.unit)
     out = sample_tiles(grid, [tile], [pair.ms_lr[tile.ms.slices]], [pair.pan[tile.pan.slices]], denoiser,
-                       options, scale=scale, scene=scene)  # (1, N, th, tw, C)
+                       options, radiometry=radiometry, scene=scene)  # (1, N, th, tw, C)
     return out[0, :, :tile.read.height, :tile.read.width]
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Callable
 
 from .backends import Backend
 from .errors import ConfigError, DdrfError, DeviceError, InputError
+from .model_spec import ValueScale
 from .pipeline import FuseOptions
 from .session import Device
 
@@ -68,6 +69,10 @@ def add_scene_options(p: argparse.ArgumentParser) -> None:
                    help="fused samples per pixel (default 1); N > 1 writes their mean and, next to the output, "
                         "<output stem>_uncertainty.tif: per-band std (output units) and spectral spread (degrees)")
     p.add_argument("--bit-depth", type=int, help="input bit depth (full scale 2^b-1); default: inferred")
+    p.add_argument("--value-scale", choices=[v.value for v in ValueScale],
+                   help="how DN become network inputs: scene_mean (the scene's mean brightness mapped to the "
+                        "training data's; bit depth and brightness then do not matter) or bit_depth (DN / full "
+                        "scale); default: the model's")
     p.add_argument("--flip-ensemble", action="store_true",
                    help="average the network over the 4 flips of every tile: ~3.3x the time, ~2%% lower ERGAS/SAM")
     p.add_argument("--threads", type=int, help="intra-op threads for the network")
@@ -163,7 +168,8 @@ def _fuse_options(args: argparse.Namespace) -> FuseOptions:
     try:
         return FuseOptions(steps=args.steps, tile=args.tile, overlap=args.overlap, batch=args.batch,
                            seed=args.seed, bit_depth=args.bit_depth, samples=args.samples,
-                           flip_ensemble=args.flip_ensemble)
+                           flip_ensemble=args.flip_ensemble,
+                           value_scale=None if args.value_scale is None else ValueScale(args.value_scale))
     except ConfigError as e:
         raise _option_error(e) from None
 

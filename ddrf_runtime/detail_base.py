@@ -97,6 +97,10 @@ class MatchMoments:
         return MatchMoments(self.n + other.n, self.ms + other.ms, self.ms2 + other.ms2,
                             self.pan + other.pan, self.pan2 + other.pan2)
 
+    def ms_mean(self) -> float:
+        """Mean of the normalised MS over its bands and valid pixels (0 without any): the scene's brightness."""
+        return float(self.ms.sum() / (self.n * self.ms.size)) if self.n else 0.0
+
     def offsets(self) -> np.ndarray:
         """(C,) float32 c_k = μ_k·σ_P/σ_k − μ_P in [0, MAX_OFFSET]; 0 for a scene without valid pixels."""
         if self.n == 0:

@@ -19,6 +19,13 @@ METADATA_KEY = "ddrf"
 FORMAT_VERSION = 1
 
 
+class ValueScale(str, enum.Enum):
+    """How a scene's digital numbers become the network's input units."""
+
+    BIT_DEPTH = "bit_depth"  # DN ÷ (2**bit_depth − 1): the network sees the scene as bright as the raster says
+    SCENE_MEAN = "scene_mean"  # DN ÷ (scene MS mean ÷ reference_mean): every scene as bright as the training median
+
+
 class Objective(str, enum.Enum):
     """What the network predicts."""
 
@@ -39,7 +46,8 @@ class ModelSpec:
     objective: Objective = Objective.X0  # network output kind
     target: TargetSpec = field(default_factory=TargetSpec)  # x0 <-> fused image mapping
     default_steps: int = 1  # sampling steps chosen by the steps-vs-quality benchmark
-    value_scale: str = "bit_depth"  # inputs are divided by 2**bit_depth - 1 of the *input* raster
+    value_scale: ValueScale = ValueScale.BIT_DEPTH  # default input scaling (``FuseOptions.value_scale`` overrides)
+    reference_mean: float = 0.0  # mean MS (full-scale units) of the median training pair; 0: SCENE_MEAN unsupported
     default_bit_depth: int = 11  # used when the raster says nothing about its bit depth
     opset: int = 23  # ONNX opset of the graph
     checkpoint_sha256: str = ""  # sha256 of the .pt the graph was exported from
@@ -57,6 +65,7 @@ class ModelSpec:
         d = asdict(self)
         d["schedule"] = self.schedule.value
         d["objective"] = self.objective.value
+        d["value_scale"] = self.value_scale.value
         d["target"]["base"] = self.target.base.value
         return json.dumps(d, sort_keys=True)
 
@@ -82,6 +91,7 @@ class ModelSpec:
             kw["bands"] = tuple(str(b) for b in kw["bands"])
             kw["schedule"] = ScheduleKind(kw.get("schedule", "cosine"))
             kw["objective"] = Objective(kw.get("objective", "x0"))
+            kw["value_scale"] = ValueScale(kw.get("value_scale", "bit_depth"))
             kw["target"] = TargetSpec(**kw.get("target", {}))
             spec = cls(**kw)
         except (TypeError, ValueError) as e:
@@ -100,7 +110,9 @@ class ModelSpec:
             problems.append(f"default_steps {self.default_steps} not in 1..{self.timesteps}")
         if not 0.0 <= self.target.gain_pooling <= 1.0:
             problems.append(f"target.gain_pooling {self.target.gain_pooling} not in [0, 1]")
-        if self.value_scale != "bit_depth":
-            problems.append(f"unknown value_scale {self.value_scale!r}")
+        if not 0.0 <= self.reference_mean <= 1.0:
+            problems.append(f"reference_mean {self.reference_mean} not in [0, 1]")
+        elif self.value_scale is ValueScale.SCENE_MEAN and self.reference_mean == 0.0:
+            problems.append("value_scale scene_mean needs a reference_mean")
         if problems:
             raise ModelError("model metadata is invalid: " + "; ".join(problems), path)

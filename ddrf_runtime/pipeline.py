@@ -22,7 +22,8 @@ from .resample import UPSAMPLE_REACH, upsample
 from .sampler import sample_ddim
 from .schedule import ddim_timesteps
 from .backends import DenoiserLike
-from .detail_base import SceneBase, base_context, fit_gains, fit_window, match_offsets, residual_base
+from .detail_base import MatchMoments, SceneBase, base_context, box_mean, fit_gains, fit_window, residual_base
+from .model_spec import ValueScale
 from .session import Denoiser
 from .target import Base, TargetSpec
 from .tiling import Tile, TileGrid, pad_symmetric, tile_noise
@@ -47,6 +48,7 @@ class FuseOptions:
     eta: float = 0.0  # DDIM stochasticity: 0 deterministic ODE, 1 ancestral (fresh seeded noise at every step)
     spread_sigma: float = 1.0  # Gaussian σ (PAN pixels) pooling each tile's sample variance; 0 = per pixel
     flip_ensemble: bool = False  # average the network over the 4 flips of every tile (``FlipEnsemble``): ≈ 3.3× time
+    value_scale: ValueScale | None = None  # how DN become network units; None → the model's (``Radiometry``)
 
     def __post_init__(self) -> None:
         checks = [  # (field, valid?, problem): the error names the field as its ``path``
@@ -64,6 +66,13 @@ class FuseOptions:
         for name, ok, problem in checks:
             if not ok:
                 raise ConfigError(problem, name)
+
+    def resolved_value_scale(self, spec: ModelSpec) -> ValueScale:
+        value_scale = spec.value_scale if self.value_scale is None else ValueScale(self.value_scale)
+        if value_scale is ValueScale.SCENE_MEAN and not spec.reference_mean:
+            raise ConfigError("the model has no reference_mean (exported before scene-mean scaling); "
+                              "use value_scale bit_depth or re-export it", "value_scale")
+        return value_scale
 
     def num_steps(self, spec: ModelSpec) -> int:
         steps = spec.default_steps if self.steps is None else self.steps
@@ -90,17 +99,49 @@ def full_scale(bit_depth: int) -> float:
     return float(2**bit_depth - 1)
 
 
-def scene_base(target: TargetSpec, ms: np.ndarray, pan: np.ndarray, ratio: int, scale: float) -> SceneBase | None:
-    """The base statistics of a whole in-memory scene, ms (h, w, C) and pan (rh, rw) in DN: the histogram-matching
-    offsets (GLP-HPM bases), and the detail gains fitted on ``fit_window`` (``Base.GLP_HPM_FIT``); None for
-    bases that need no scene statistics."""
-    if target.base not in (Base.GLP_HPM, Base.GLP_HPM_FIT):
-        return None
+@dataclass(frozen=True)
+class Radiometry:
+    """How one scene's DN map to network units: inputs ÷ ``unit``, the fused result × ``unit``, then clipped to
+    [0, ``full_scale``]. Under ``ValueScale.SCENE_MEAN`` the unit makes the scene's mean MS the model's
+    ``reference_mean``, so the network's answer does not depend on the bit depth stated or on the scene's
+    brightness: the classical base is homogeneous in the inputs and the network's correction is scaled back."""
+
+    full_scale: float  # 2**bits − 1 of the inputs: the largest value read or written
+    unit: float  # DN per network unit: the full scale (BIT_DEPTH) or mean MS DN ÷ reference_mean (SCENE_MEAN)
+
+    @classmethod
+    def of(cls, spec: ModelSpec, options: FuseOptions, scale: float, moments: MatchMoments) -> "Radiometry":
+        """The scene's radiometry from its full ``scale`` and its ``moments`` (MS normalised by ``scale``).
+        A scene without signal keeps the full scale."""
+        if options.resolved_value_scale(spec) is ValueScale.BIT_DEPTH:
+            return cls(scale, scale)
+        mean = moments.ms_mean()
+        return cls(scale, scale * mean / spec.reference_mean if mean > 0 else scale)
+
+    @property
+    def from_full_scale(self) -> float:
+        """Values (and histogram-matching offsets) normalised by the full scale × this = network units."""
+        return self.full_scale / self.unit
+
+
+def scene_moments(ms: np.ndarray, pan: np.ndarray, ratio: int, scale: float) -> MatchMoments:
+    """``MatchMoments`` of a whole in-memory scene, ms (h, w, C) and pan (rh, rw[, 1]) in DN, ÷ ``scale``."""
     ms_n = (ms.astype(np.float32) / np.float32(scale)).transpose(2, 0, 1)  # (C, h, w)
     pan_n = pan.reshape(pan.shape[:2]).astype(np.float32) / np.float32(scale)  # (rh, rw)
-    offsets = match_offsets(ms_n, pan_n, ratio)
+    return MatchMoments.of(ms_n, box_mean(pan_n, ratio))
+
+
+def scene_base(target: TargetSpec, ms: np.ndarray, pan: np.ndarray, ratio: int, scale: float) -> SceneBase | None:
+    """The base statistics of a whole in-memory scene, ms (h, w, C) and pan (rh, rw) in DN, normalised by
+    ``scale`` (the network unit): the histogram-matching offsets (GLP-HPM bases), and the detail gains fitted on
+    ``fit_window`` (``Base.GLP_HPM_FIT``); None for bases that need no scene statistics."""
+    if target.base not in (Base.GLP_HPM, Base.GLP_HPM_FIT):
+        return None
+    offsets = scene_moments(ms, pan, ratio, scale).offsets()
     if target.base is Base.GLP_HPM:
         return SceneBase(offsets)
+    ms_n = (ms.astype(np.float32) / np.float32(scale)).transpose(2, 0, 1)  # (C, h, w)
+    pan_n = pan.reshape(pan.shape[:2]).astype(np.float32) / np.float32(scale)  # (rh, rw)
     r0, c0, rows, cols = fit_window(ms.shape[0], ms.shape[1], ratio)
     window = ms_n[:, r0:r0 + rows, c0:c0 + cols], pan_n[r0 * ratio:(r0 + rows) * ratio, c0 * ratio:(c0 + cols) * ratio]
     return SceneBase(offsets, fit_gains(*window, ratio, target.base_gain, pooling=target.gain_pooling))
@@ -173,9 +214,10 @@ def prepare_batch(grid: TileGrid, tiles: Sequence[Tile], ms_reads: Sequence[np.n
     return BatchInputs(tuple(tiles), cond, wav, base, _sample_noise(options, tiles, (c,) + grid.tile_shape))
 
 
-def sample_batch(batch: BatchInputs, denoiser: DenoiserLike, options: FuseOptions, *, scale: float,
+def sample_batch(batch: BatchInputs, denoiser: DenoiserLike, options: FuseOptions, *, radiometry: Radiometry,
                  progress: tqdm | None = None) -> np.ndarray:
-    """The network half: ``options.samples`` fused samples of each tile, (B, N, th, tw, C) float32 DN in [0, scale].
+    """The network half: ``options.samples`` fused samples of each tile, (B, N, th, tw, C) float32 DN in
+    [0, full scale]; ``batch`` was prepared in ``radiometry.unit``.
 
     Each tile's samples share its condition and go through the network in one call; with ``options.eta`` > 0
     step i of sample s adds ``tile_noise(..., s, i + 1)``. ``progress`` advances by one per tile and step.
@@ -190,8 +232,9 @@ def sample_batch(batch: BatchInputs, denoiser: DenoiserLike, options: FuseOption
                      spec.alphas_cumprod(), callback=advance, eta=options.eta,
                      noise=lambda step: _sample_noise(options, batch.tiles, (c, th, tw), step + 1))
     base = batch.base if n_s == 1 else np.repeat(batch.base, n_s, axis=0)  # (B·N, C, th, tw): shared per tile
-    fused = spec.target.decode(x0, base) * np.float32(scale)  # (B·N, C, th, tw)
-    return np.clip(fused, 0.0, scale).reshape(n, n_s, c, th, tw).transpose(0, 1, 3, 4, 2)  # (B, N, th, tw, C)
+    fused = spec.target.decode(x0, base) * np.float32(radiometry.unit)  # (B·N, C, th, tw)
+    fused = np.clip(fused, 0.0, radiometry.full_scale)
+    return fused.reshape(n, n_s, c, th, tw).transpose(0, 1, 3, 4, 2)  # (B, N, th, tw, C)
 
 
 def _reduce_samples(samples: np.ndarray, bands: int, options: FuseOptions) -> np.ndarray:
@@ -203,36 +246,37 @@ def _reduce_samples(samples: np.ndarray, bands: int, options: FuseOptions) -> np
     return pool_spread(stats, bands, options.spread_sigma)
 
 
-def denoise_batch(batch: BatchInputs, denoiser: DenoiserLike, options: FuseOptions, *, scale: float,
+def denoise_batch(batch: BatchInputs, denoiser: DenoiserLike, options: FuseOptions, *, radiometry: Radiometry,
                   progress: tqdm | None = None) -> np.ndarray:
     """``sample_batch`` reduced to what orchestrators blend: (B, th, tw, C + S) float32 (see ``fuse_tiles``)."""
-    samples = sample_batch(batch, denoiser, options, scale=scale, progress=progress)
+    samples = sample_batch(batch, denoiser, options, radiometry=radiometry, progress=progress)
     return _reduce_samples(samples, denoiser.spec.num_bands, options)
 
 
 def sample_tiles(grid: TileGrid, tiles: Sequence[Tile], ms_reads: Sequence[np.ndarray],
-                 pan_reads: Sequence[np.ndarray], denoiser: DenoiserLike, options: FuseOptions, *, scale: float,
-                 scene: SceneBase | None = None, progress: tqdm | None = None) -> np.ndarray:
-    """``options.samples`` fused samples of each tile: (n, N, tile rows, tile cols, C) float32 DN in [0, scale],
-    ``tiles_per_call`` tiles per network call; ``scene``: the scene's base statistics (``scene_base``)."""
+                 pan_reads: Sequence[np.ndarray], denoiser: DenoiserLike, options: FuseOptions, *,
+                 radiometry: Radiometry, scene: SceneBase | None = None, progress: tqdm | None = None) -> np.ndarray:
+    """``options.samples`` fused samples of each tile: (n, N, tile rows, tile cols, C) float32 DN in [0, full
+    scale], ``tiles_per_call`` tiles per network call; ``scene``: the scene's base statistics (``scene_base``, in
+    ``radiometry.unit``)."""
     per_call = tiles_per_call(options)
     return np.concatenate([
         sample_batch(prepare_batch(grid, tiles[b0:b0 + per_call], ms_reads[b0:b0 + per_call],
-                                   pan_reads[b0:b0 + per_call], denoiser.spec, options, scale, scene),
-                     denoiser, options, scale=scale, progress=progress)
+                                   pan_reads[b0:b0 + per_call], denoiser.spec, options, radiometry.unit, scene),
+                     denoiser, options, radiometry=radiometry, progress=progress)
         for b0 in range(0, len(tiles), per_call)])
 
 
 def fuse_tiles(grid: TileGrid, tiles: Sequence[Tile], ms_reads: Sequence[np.ndarray], pan_reads: Sequence[np.ndarray],
-               denoiser: DenoiserLike, options: FuseOptions, *, scale: float, scene: SceneBase | None = None,
-               progress: tqdm | None = None) -> np.ndarray:
+               denoiser: DenoiserLike, options: FuseOptions, *, radiometry: Radiometry,
+               scene: SceneBase | None = None, progress: tqdm | None = None) -> np.ndarray:
     """Fuse tiles: (n, tile rows, tile cols, C + S) float32, to blend with the tiles' weights.
 
-    The first C channels are the fused image in DN, in [0, scale]: the one sample, or the mean of
+    The first C channels are the fused image in DN, in [0, full scale]: the one sample, or the mean of
     ``options.samples``. With several samples S = C + 1 spread channels follow (per-band variance, spectral
     angle spread), pooled over ``options.spread_sigma`` pixels; with one, S = 0. Arguments as for ``sample_tiles``.
     """
-    samples = sample_tiles(grid, tiles, ms_reads, pan_reads, denoiser, options, scale=scale, scene=scene,
+    samples = sample_tiles(grid, tiles, ms_reads, pan_reads, denoiser, options, radiometry=radiometry, scene=scene,
                            progress=progress)
     return _reduce_samples(samples, denoiser.spec.num_bands, options)
 
@@ -280,6 +324,15 @@ def resolve_bit_depth(options: FuseOptions, spec: ModelSpec, ms: np.ndarray, pan
     return bits
 
 
+def arrays_radiometry(spec: ModelSpec, options: FuseOptions, ms: np.ndarray, pan: np.ndarray) -> Radiometry:
+    """The radiometry of an in-memory scene, ms (h, w, C) and pan (rh, rw[, k]) in DN: its bit depth
+    (``resolve_bit_depth``) and, under ``ValueScale.SCENE_MEAN``, its mean MS."""
+    scale = full_scale(resolve_bit_depth(options, spec, ms, pan))
+    if options.resolved_value_scale(spec) is ValueScale.BIT_DEPTH:
+        return Radiometry(scale, scale)
+    return Radiometry.of(spec, options, scale, scene_moments(ms, pan, spec.ratio, scale))
+
+
 def fuse_arrays(ms: np.ndarray, pan: np.ndarray, model: DenoiserLike | str | os.PathLike,
                 options: FuseOptions = FuseOptions(), progress: bool = False) -> np.ndarray:
     """Fuse a whole in-memory scene: ms (h, w, C) and pan (rh, rw[, k]) in DN → (rh, rw, C) float32 DN.
@@ -299,9 +352,9 @@ def fuse_arrays_with_spread(ms: np.ndarray, pan: np.ndarray, model: DenoiserLike
     denoiser = Denoiser(model) if isinstance(model, (str, os.PathLike)) else model
     spec = denoiser.spec
     _check_arrays(ms, pan, spec)
-    scale = full_scale(resolve_bit_depth(options, spec, ms, pan))
+    radiometry = arrays_radiometry(spec, options, ms, pan)
     grid = make_grid(spec, options, pan.shape[0], pan.shape[1])
-    scene = scene_base(spec.target, ms, pan, spec.ratio, scale)
+    scene = scene_base(spec.target, ms, pan, spec.ratio, radiometry.unit)
     c = spec.num_bands
     out = np.zeros(pan.shape[:2] + (output_channels(c, options),), np.float32)  # (rh, rw, C + S) weighted sum
     tiles = grid.tiles
@@ -309,7 +362,7 @@ def fuse_arrays_with_spread(ms: np.ndarray, pan: np.ndarray, model: DenoiserLike
         for b0 in range(0, len(tiles), options.batch):  # one batch at a time bounds the memory held
             group = tiles[b0:b0 + options.batch]
             fused = fuse_tiles(grid, group, [ms[t.ms.slices] for t in group], [pan[t.pan.slices] for t in group],
-                               denoiser, options, scale=scale, scene=scene, progress=bar)
+                               denoiser, options, radiometry=radiometry, scene=scene, progress=bar)
             for tile, values in zip(group, fused):
                 grid.blend(out, tile, values)
     if options.samples == 1:

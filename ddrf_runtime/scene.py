@@ -2,8 +2,8 @@
 
 Three layers, like rio-pansharpen: ``pipeline.prepare_batch``/``denoise_batch`` are the per-tile math;
 ``_prepare`` (reader threads) reads one batch of windows and conditions it, ``_StripWriter`` (a writer thread)
-writes a finished strip; ``fuse_scene`` validates the pair, measures the scene statistics the model's base needs
-(``_scene_base``, HPM bases only), builds the output profile from the inputs, streams strips into a temporary
+writes a finished strip; ``fuse_scene`` validates the pair, measures the scene statistics the model's base and
+input scaling need (``_scene_statistics``), builds the output profile from the inputs, streams strips into a temporary
 GeoTIFF, turns it into a Cloud-Optimized GeoTIFF and renames it into place — so the output path only ever holds a
 complete file. The network runs on the calling thread, between the two.
 
@@ -35,15 +35,15 @@ from .backends import Backend, DenoiserLike, load_denoiser
 from .datapaths import MODELS_DIR
 from .detail_base import MatchMoments, SceneBase, box_mean, fit_gains, fit_window
 from .errors import ConfigError, InputError, ModelError, OutputError
-from .model_spec import ModelSpec
-from .pipeline import (BatchInputs, FuseOptions, denoise_batch, full_scale, make_grid, output_channels,
+from .model_spec import ModelSpec, ValueScale
+from .pipeline import (BatchInputs, FuseOptions, Radiometry, denoise_batch, full_scale, make_grid, output_channels,
                        prepare_batch, tiles_per_call)
 from .raster_io import (RasterPair, _first_line, atomic_output, bit_depth_for_max, check_output_path,
                         declared_bit_depth, inspect_pair)
 from .session import Device
 from .sidecar import SpreadSidecar, atomic_outputs, sidecar_path
 from .stages import OrderedWorker, ordered_map
-from .target import Base, TargetSpec
+from .target import Base
 from .tiling import Tile, TileGrid
 from .tiling import Window as GridWindow
 
@@ -182,12 +182,16 @@ def _shift(window: GridWindow, by: Window) -> Window:
     return Window(by.col_off + window.col, by.row_off + window.row, window.width, window.height)
 
 
-def _scene_base(pair: RasterPair, target: TargetSpec, scale: float) -> SceneBase | None:
-    """The whole scene's base statistics (``pipeline.scene_base``; None for bases without any) over the MS pixels
-    valid in both inputs: the offsets in one extra pass over the PAN, block-row by block-row (bounded memory),
-    and for ``Base.GLP_HPM_FIT`` the detail gains on the central ``fit_window``."""
-    if target.base not in (Base.GLP_HPM, Base.GLP_HPM_FIT):
-        return None
+def _scene_statistics(pair: RasterPair, spec: ModelSpec, options: FuseOptions,
+                      scale: float) -> tuple[Radiometry, SceneBase | None]:
+    """The whole scene's radiometry (``pipeline.Radiometry``) and base statistics (``pipeline.scene_base``; None
+    for bases without any) over the MS pixels valid in both inputs: the moments in one extra pass over the PAN,
+    block-row by block-row (bounded memory), and for ``Base.GLP_HPM_FIT`` the detail gains on the central
+    ``fit_window``. Scenes that need neither skip the pass."""
+    target = spec.target
+    hpm = target.base in (Base.GLP_HPM, Base.GLP_HPM_FIT)
+    if not hpm and options.resolved_value_scale(spec) is ValueScale.BIT_DEPTH:
+        return Radiometry(scale, scale), None
     r, ms_rows, ms_cols = pair.ratio, int(pair.ms_window.height), int(pair.ms_window.width)
     step = max(1, STATS_BLOCK_PIXELS // max(1, pair.width * r))  # MS rows per block
     total = MatchMoments.empty(pair.ms_count)
@@ -197,10 +201,16 @@ def _scene_base(pair: RasterPair, target: TargetSpec, scale: float) -> SceneBase
             n = min(step, ms_rows - r0)
             ms, pan, valid = _read_ms_grid(ms_ds, pan_ds, pair, GridWindow(r0, 0, n, ms_cols), scale)
             total = total + MatchMoments.of(ms, box_mean(pan, r), valid)
+        radiometry = Radiometry.of(spec, options, scale, total)
+        to_unit = radiometry.from_full_scale
+        if not hpm:
+            return radiometry, None
         if target.base is Base.GLP_HPM:
-            return SceneBase(total.offsets())
+            return radiometry, SceneBase(total.offsets() * np.float32(to_unit))
         ms, pan, valid = _read_ms_grid(ms_ds, pan_ds, pair, GridWindow(*fit_window(ms_rows, ms_cols, r)), scale)
-    return SceneBase(total.offsets(), fit_gains(ms, pan, r, target.base_gain, valid, target.gain_pooling))
+    gains = fit_gains(ms * np.float32(to_unit), pan * np.float32(to_unit), r, target.base_gain, valid,
+                      target.gain_pooling)
+    return radiometry, SceneBase(total.offsets() * np.float32(to_unit), gains)
 
 
 def _read_ms_grid(ms_ds, pan_ds, pair: RasterPair, ms_win: GridWindow,
@@ -266,14 +276,15 @@ def _batch_plan(rows: list[list[Tile]], batch: int) -> Iterator[tuple[int, bool,
 
 
 def _prepare(job: tuple[int, bool, list[Tile]], grid: TileGrid, pair: RasterPair, datasets: _ThreadDatasets,
-             spec: ModelSpec, options: FuseOptions, scale: float, scene: SceneBase | None) -> _ReadBatch:
+             spec: ModelSpec, options: FuseOptions, radiometry: Radiometry, scene: SceneBase | None) -> _ReadBatch:
     """Read and condition one batch (the producer stage, on a worker thread)."""
     row, last, group = job
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):  # GDAL's settings and message handler are per thread
         ms_ds, pan_ds = datasets.get()
-        ms_reads, pan_reads, valid = zip(*(_read_tile(t, grid, pair, ms_ds, pan_ds, scale) for t in group))
-    return _ReadBatch(row, last, prepare_batch(grid, group, ms_reads, pan_reads, spec, options, scale, scene),
-                      valid)
+        ms_reads, pan_reads, valid = zip(*(_read_tile(t, grid, pair, ms_ds, pan_ds, radiometry.full_scale)
+                                           for t in group))
+    return _ReadBatch(row, last, prepare_batch(grid, group, ms_reads, pan_reads, spec, options, radiometry.unit,
+                                               scene), valid)
 
 
 def _single_threaded_kernels() -> None:
@@ -370,9 +381,8 @@ def fuse_scene(ms_path: str | os.PathLike, pan_path: str | os.PathLike, out_path
     scale = full_scale(bits)
     timings["setup"] = time.perf_counter() - t
     t = time.perf_counter()
-    scene = _scene_base(pair, spec.target, scale)
-    if scene is not None:
-        timings["scene_statistics"] = time.perf_counter() - t
+    radiometry, scene = _scene_statistics(pair, spec, options, scale)
+    timings["scene_statistics"] = time.perf_counter() - t
 
     nodata = _output_nodata(pair, scale)
     t = time.perf_counter()
@@ -387,7 +397,7 @@ def fuse_scene(ms_path: str | os.PathLike, pan_path: str | os.PathLike, out_path
                 for b, desc in enumerate(pair.band_descriptions or (), start=1):
                     dst.set_band_description(b, desc or spec.bands[b - 1])
                 writer = _StripWriter(dst, pair, scale, nodata, side)
-                _stream_strips(grid, pair, writer, denoiser, options, scale, scene, steps,
+                _stream_strips(grid, pair, writer, denoiser, options, radiometry, scene, steps,
                                config.resolved_prepare_threads(), config.queue_depth, progress)
                 n_invalid = writer.n_invalid
             if n_invalid == pair.height * pair.width:
@@ -412,6 +422,8 @@ def fuse_scene(ms_path: str | os.PathLike, pan_path: str | os.PathLike, out_path
         "backend": Backend(config.backend).value, "providers": list(denoiser.providers_used),
         "versions": dict(denoiser.versions), "bands": list(spec.bands), "ratio": pair.ratio,
         "bit_depth": bits, "bit_depth_source": bits_source, "steps": steps,
+        "value_scale": {"kind": options.resolved_value_scale(spec).value,  # DN per network unit, and why
+                        "unit": round(radiometry.unit, 4)},
         "tiles": len(grid.tiles), "tile_shape": list(grid.tile_shape), "options": asdict(options),
         "base": {"kind": spec.target.base.value,  # what the network's residual corrects, and its scene statistics
                  **({} if scene is None else scene.as_dict())},
@@ -460,7 +472,7 @@ class _StripWriter:
 
 
 def _stream_strips(grid: TileGrid, pair: RasterPair, writer: _StripWriter, denoiser: DenoiserLike,
-                   options: FuseOptions, scale: float, scene: SceneBase | None, steps: int, workers: int,
+                   options: FuseOptions, radiometry: Radiometry, scene: SceneBase | None, steps: int, workers: int,
                    depth: int, progress: bool) -> None:
     """Fuse row after row of tiles; write every scene row as soon as no later tile touches it.
 
@@ -478,7 +490,7 @@ def _stream_strips(grid: TileGrid, pair: RasterPair, writer: _StripWriter, denoi
     valid = np.ones((0, pair.width), bool)
     datasets = _ThreadDatasets(pair)
     prepare = functools.partial(_prepare, grid=grid, pair=pair, datasets=datasets, spec=denoiser.spec,
-                                options=options, scale=scale, scene=scene)
+                                options=options, radiometry=radiometry, scene=scene)
     plan = _batch_plan(ordered, tiles_per_call(options))
     batches = ordered_map(prepare, plan, workers=workers, depth=workers + depth, initializer=_single_threaded_kernels)
     # Left in reverse order: the readers stop (and are joined) before their datasets close, and the writer
@@ -491,7 +503,7 @@ def _stream_strips(grid: TileGrid, pair: RasterPair, writer: _StripWriter, denoi
             if grow > 0:  # extend the strip down to this tile row's last scene row
                 strip = np.concatenate([strip, np.zeros((grow,) + strip.shape[1:], np.float32)])
                 valid = np.concatenate([valid, np.ones((grow, pair.width), bool)])
-            fused = denoise_batch(batch.inputs, denoiser, options, scale=scale, progress=bar)
+            fused = denoise_batch(batch.inputs, denoiser, options, radiometry=radiometry, progress=bar)
             for tile, values, ok in zip(batch.inputs.tiles, fused, batch.valid):
                 grid.blend(strip, tile, values, origin=(written, 0))
                 rd = tile.read

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 from ddrf_runtime.bands import FAMILIES, Family
 from ddrf_runtime.errors import ConfigError
-from ddrf_runtime.model_spec import Objective
+from ddrf_runtime.model_spec import Objective, ValueScale
 from ddrf_runtime.schedule import ScheduleKind
 from ddrf_runtime.target import Base, TargetSpec
 
@@ -209,6 +209,8 @@ class TrainConfig:
     lr_decay_factor: float = 0.5  # lr multiplier per decay period
     grad_clip: float = 1.0  # max global gradient L2 norm (0 = off)
     sam_weight: float = 0.0  # weight of the fused image's spectral angle to the reference added to the L1 loss
+    value_scale: ValueScale = ValueScale.BIT_DEPTH  # network units of a pair: DN ÷ full scale, or (SCENE_MEAN) ÷ the
+    # pair's mean MS over the family's reference_mean — the runtime's two ``ValueScale`` modes
     ema_decay: float = 0.995  # EMA decay of the exported weights
     ema_warmup: int = 500  # steps before EMA starts averaging (until then it copies the weights)
     val_every: int = 1000  # validate (and maybe write best.pt) every N steps (0 = never)
@@ -242,7 +244,14 @@ class TrainConfig:
             out.append(("lr_decay_factor", "must be in (0, 1]"))
         if not 0.0 <= self.ema_decay < 1.0:
             out.append(("ema_decay", "must be in [0, 1)"))
+        if self.value_scale is ValueScale.SCENE_MEAN and not self.family.layout.reference_mean:
+            out.append(("value_scale", f"family {self.family.value} has no reference_mean for scene_mean"))
         return out
+
+    @property
+    def reference_mean(self) -> float:
+        """The brightness pairs are normalised to (``NormPair``); 0 for bit-depth scaling."""
+        return self.family.layout.reference_mean if self.value_scale is ValueScale.SCENE_MEAN else 0.0
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Training and validation crops from Wald-protocol pairs, as network-ready torch tensors.
 
-Each pair is normalised by its own full scale (2**bit_depth − 1), exactly as the runtime will
-normalise a raster, so sensors of different bit depth share one model. All randomness comes from
+Each pair is normalised by its own full scale (2**bit_depth − 1), or by its mean MS brightness over a reference
+(``TrainConfig.value_scale``), exactly as the runtime will normalise a raster, so sensors of different bit depth
+share one model. All randomness comes from
 one seeded numpy Generator whose state is checkpointed (bit-identical resume).
 """
 from __future__ import annotations
@@ -25,25 +26,28 @@ from .diffusion import condition_inputs
 
 @dataclass(frozen=True)
 class NormPair:
-    """One pair in network layout: (C, H, W) / (k, H, W) float32, divided by the full scale."""
+    """One pair in network layout: (C, H, W) / (k, H, W) float32, divided by ``unit``."""
 
     name: str
     sensor: str
     ratio: int
-    full_scale: float
+    full_scale: float  # 2**bit_depth − 1 (DN)
+    unit: float  # DN per network unit: the full scale, or the pair's mean MS DN ÷ a reference_mean
     lms: np.ndarray  # (C, H, W)
     pan: np.ndarray  # (k, H, W)
     gt: np.ndarray  # (C, H, W)
     base: np.ndarray  # (C, H, W) the residual's base image (``ddrf_runtime.detail_base``), from the whole pair
 
     @classmethod
-    def from_pair(cls, pair: Pair, target: TargetSpec) -> "NormPair":
-        s = float(pair.full_scale)
+    def from_pair(cls, pair: Pair, target: TargetSpec, reference_mean: float = 0.0) -> "NormPair":
+        """``pair`` in network units: ÷ its full scale, or with ``reference_mean`` > 0 ÷ (its LR MS mean ÷
+        reference_mean), as ``pipeline.Radiometry`` under ``ValueScale.SCENE_MEAN`` divides the fused input."""
+        s = float(pair.ms_lr.mean()) / reference_mean if reference_mean else float(pair.full_scale)
         pan = pair.pan[None] if pair.pan.ndim == 2 else pair.pan.transpose(2, 0, 1)
         lms = np.ascontiguousarray(pair.lms.transpose(2, 0, 1) / s, dtype=np.float32)  # (C, H, W)
         pan = np.ascontiguousarray(pan / s, dtype=np.float32)  # (k, H, W)
         scene = scene_base(target, pair.ms_lr, pair.pan, pair.ratio, s)  # the whole pair's, as the runtime's
-        return cls(pair.name, pair.sensor, pair.ratio, s, lms, pan,
+        return cls(pair.name, pair.sensor, pair.ratio, float(pair.full_scale), s, lms, pan,
                    np.ascontiguousarray(pair.gt.transpose(2, 0, 1) / s, dtype=np.float32),
                    residual_base(target, lms, pan, pair.ratio, scene=scene))
 
@@ -116,9 +120,9 @@ class PatchSampler:
     def __init__(self, pairs: Sequence[Pair], patch: int, batch: int, weighting: Weighting,
                  target: TargetSpec, rng: np.random.Generator,
                  augment: RadiometricConfig = RadiometricConfig(),
-                 degrade: DegradationConfig = DegradationConfig()) -> None:
+                 degrade: DegradationConfig = DegradationConfig(), reference_mean: float = 0.0) -> None:
         pairs = with_copies(pairs, degrade, rng)  # the pairs themselves when there are no copies
-        self.scenes = [NormPair.from_pair(p, target) for p in pairs if min(p.gt.shape[:2]) >= patch]
+        self.scenes = [NormPair.from_pair(p, target, reference_mean) for p in pairs if min(p.gt.shape[:2]) >= patch]
         if not self.scenes:
             raise ConfigError(f"no training pair is at least {patch}×{patch} pixels")
         self.patch, self.batch, self.target, self.rng, self.augment = patch, batch, target, rng, augment
@@ -150,9 +154,10 @@ class ValCrop:
     left: int
 
 
-def validation_crops(pairs: Sequence[Pair], count: int, size: int, target: TargetSpec) -> list[ValCrop]:
+def validation_crops(pairs: Sequence[Pair], count: int, size: int, target: TargetSpec,
+                     reference_mean: float = 0.0) -> list[ValCrop]:
     """``count`` fixed crops, cycling over the pairs, at positions from a fixed seed (not the run's)."""
-    scenes = [NormPair.from_pair(p, target) for p in pairs if min(p.gt.shape[:2]) >= size]
+    scenes = [NormPair.from_pair(p, target, reference_mean) for p in pairs if min(p.gt.shape[:2]) >= size]
     rng = np.random.default_rng(12345)
     crops = []
     for i in range(count if scenes else 0):

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ddrf_runtime.splits import split_regions
-from ddrf_runtime.model_spec import ModelSpec
+from ddrf_runtime.model_spec import ModelSpec, ValueScale
 
 from .config import ExperimentConfig
 
@@ -40,9 +40,10 @@ def build_spec(config: ExperimentConfig, payload: Mapping[str, Any], checkpoint:
                default_steps: int = 1, opset: int = DEFAULT_OPSET) -> ModelSpec:
     """The spec of a checkpoint read by ``read_checkpoint`` (``payload``, ``config``) from ``checkpoint``.
 
-    Bands (channel order), ratio and default bit depth are the training family's
-    (``ddrf_runtime.bands.FAMILIES``). ``objective`` is always x0: ``Denoiser.forward`` converts eps/v
-    outputs in the graph itself. Raises ModelError (naming ``checkpoint``) when ``default_steps`` is outside 1..T.
+    Bands (channel order), ratio, default bit depth, reference brightness and default input scaling are the
+    training family's (``ddrf_runtime.bands.FAMILIES``). ``objective`` is always x0: ``Denoiser.forward``
+    converts eps/v outputs in the graph itself. Raises ModelError (naming ``checkpoint``) when ``default_steps``
+    is outside 1..T.
     """
     d, layout = config.diffusion, config.train.family.layout
     spec = ModelSpec(
@@ -56,6 +57,8 @@ def build_spec(config: ExperimentConfig, payload: Mapping[str, Any], checkpoint:
         target=d.target,
         default_steps=default_steps,
         default_bit_depth=layout.bit_depth,
+        value_scale=ValueScale(layout.value_scale),
+        reference_mean=layout.reference_mean,
         opset=opset,
         checkpoint_sha256=file_sha256(checkpoint),
         training_data=training_summary(config, int(payload["step"])),

@@ -54,8 +54,9 @@ class Trainer:
         self.ema = EMA(self.model, tc.ema_decay, tc.ema_warmup)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
         self.sampler = PatchSampler(train_pairs, tc.patch, tc.batch, tc.weighting, cfg.diffusion.target,
-                                    self.np_rng, cfg.augment, cfg.degrade)
-        self.val_crops = validation_crops(val_pairs, tc.val_crops, tc.val_size, cfg.diffusion.target)
+                                    self.np_rng, cfg.augment, cfg.degrade, tc.reference_mean)
+        self.val_crops = validation_crops(val_pairs, tc.val_crops, tc.val_size, cfg.diffusion.target,
+                                          tc.reference_mean)
         self.step = 0
         self.best_ergas = math.inf
 
@@ -127,9 +128,9 @@ class Trainer:
                          noise=noise.to(self.device), base=dev.base).cpu()
         sams, ergases, exp_ergases = [], [], []
         for i, crop in enumerate(crops):
-            s = crop.scene.full_scale
+            s = crop.scene.unit
             gt = _hwc(batch.gt[i]) * s
-            fused = np.clip(_hwc(fused_n[i]) * s, 0.0, s)
+            fused = np.clip(_hwc(fused_n[i]) * s, 0.0, crop.scene.full_scale)
             sams.append(sam(gt, fused))
             ergases.append(ergas(gt, fused, crop.scene.ratio))
             exp_ergases.append(ergas(gt, _hwc(batch.lms[i]) * s, crop.scene.ratio))

@@ -61,7 +61,8 @@ def test_report_quicklook_and_metrics(demo_run, fake_models):
     assert (report["size"], report["ratio"], report["steps"], report["tiles"]) == ([800, 800], 4, 1, 16)
     assert (report["bit_depth"], report["bit_depth_source"]) == (11, "data maximum 2047")
     assert report["providers"] == ["CPUExecutionProvider"] and report["nodata_pixels"] == 0
-    assert report["timings_s"].keys() == {"setup", "fuse_and_write", "cog", "quicklook_and_metrics", "total"}
+    assert report["timings_s"].keys() == {"setup", "scene_statistics", "fuse_and_write", "cog",
+                                          "quicklook_and_metrics", "total"}
     metrics = report["metrics"]
     assert metrics.keys() == {"crop", "D_lambda", "D_s", "HQNR"} and metrics["crop"] == [16, 16, 768, 768]
     assert all(0 <= metrics[k] <= 1 for k in ("D_lambda", "D_s", "HQNR"))

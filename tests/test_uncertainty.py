@@ -8,7 +8,8 @@ import rasterio
 import ddrf_runtime.scene as scene_mod
 from ddrf_runtime.datapaths import DEMO_DIR, MODELS_DIR
 from ddrf_runtime.errors import ConfigError
-from ddrf_runtime.pipeline import FuseOptions, fuse_arrays, fuse_arrays_with_spread, fuse_tiles, make_grid, sample_tiles
+from ddrf_runtime.pipeline import (FuseOptions, Radiometry, fuse_arrays, fuse_arrays_with_spread, fuse_tiles, make_grid,
+                                   sample_tiles)
 from ddrf_runtime.sampler import sample_ddim
 from ddrf_runtime.schedule import cosine_alphas_cumprod, ddim_timesteps
 from ddrf_runtime.session import Denoiser
@@ -20,6 +21,7 @@ from .onnx_fakes import SPEC, make_model
 from .scenes import FAST_ARGS
 
 FS = 2047.0
+BITS = Radiometry(FS, FS)  # DN ÷ full scale: the network unit of these 11-bit tests
 NOISY_GAIN = 0.1 / SPEC.target.scale * FS  # DN of fused output per unit of x_t, for the 'noisy' fake at one step
 
 
@@ -150,10 +152,10 @@ def test_one_sample_is_exactly_the_first_of_sample_tiles(models):
     grid = make_grid(den.spec, options, *pan.shape)
     tiles = grid.tiles[:3]
     reads = [ms[t.ms.slices] for t in tiles], [pan[t.pan.slices] for t in tiles]
-    single = fuse_tiles(grid, tiles, *reads, den, options, scale=FS)
+    single = fuse_tiles(grid, tiles, *reads, den, options, radiometry=BITS)
     assert single.shape == (3, 32, 32, 4)
-    np.testing.assert_array_equal(single, sample_tiles(grid, tiles, *reads, den, options, scale=FS)[:, 0])
-    several = fuse_tiles(grid, tiles, *reads, den, FuseOptions(steps=2, tile=32, overlap=8, samples=2), scale=FS)
+    np.testing.assert_array_equal(single, sample_tiles(grid, tiles, *reads, den, options, radiometry=BITS)[:, 0])
+    several = fuse_tiles(grid, tiles, *reads, den, FuseOptions(steps=2, tile=32, overlap=8, samples=2), radiometry=BITS)
     assert several.shape == (3, 32, 32, 4 + 5)
 
 

@@ -1,0 +1,145 @@
+"""Input scaling (``ValueScale``): under SCENE_MEAN the fused result depends neither on the stated bit depth nor
+on the scene's brightness; under BIT_DEPTH it does. Checked with a fake network that is not homogeneous in its
+inputs (x0 = t, so the fused detail is unit · t / residual_scale), through both orchestrators."""
+import dataclasses
+
+import numpy as np
+import pytest
+import rasterio
+
+from ddrf_runtime import bands, datasets, splits
+from ddrf_runtime.errors import ConfigError, ModelError
+from ddrf_runtime.model_spec import ModelSpec, ValueScale
+from ddrf_runtime.pipeline import FuseOptions, arrays_radiometry, fuse_arrays
+from ddrf_runtime.scene import SceneConfig, fuse_scene
+from ddrf_runtime.session import Denoiser
+from ddrf_runtime.target import TargetSpec
+
+from .onnx_fakes import DEMO_SPEC, make_model
+
+REF = 0.2
+# x0 = t = 99 at the one step, / 10⁴: a detail of ≈ 1 % of the network unit, far from the clip at full scale
+SCENE_SPEC = dataclasses.replace(DEMO_SPEC, value_scale=ValueScale.SCENE_MEAN, reference_mean=REF, default_steps=1,
+                                 target=TargetSpec(scale=1e4))
+FAST = FuseOptions(tile=64, overlap=8)
+
+
+@pytest.fixture(scope="module")
+def fakes(tmp_path_factory):
+    """{kind: path}: x0 = t at every pixel (the fused detail is proportional to the network unit), and x0 = 0."""
+    d = tmp_path_factory.mktemp("value_scale")
+    return {kind: make_model(d / f"{kind}.onnx", kind, spec=SCENE_SPEC) for kind in ("time", "zero")}
+
+
+@pytest.fixture(scope="module")
+def time_model(fakes):
+    return Denoiser(fakes["time"])
+
+
+def _scene(seed=0, h=24, w=20, peak=900):
+    rng = np.random.default_rng(seed)
+    ms = rng.integers(50, peak, (h, w, 4)).astype(np.float32)
+    pan = rng.integers(50, peak, (4 * h, 4 * w)).astype(np.float32)
+    return ms, pan
+
+
+def test_scene_mean_unit_maps_the_mean_ms_to_the_reference(time_model):
+    ms, pan = _scene()
+    r = arrays_radiometry(time_model.spec, FuseOptions(bit_depth=11), ms, pan)
+    assert r.full_scale == 2047.0
+    assert r.unit == pytest.approx(float(ms.mean()) / REF, rel=1e-5)
+    bits = arrays_radiometry(time_model.spec, FuseOptions(bit_depth=11, value_scale=ValueScale.BIT_DEPTH), ms, pan)
+    assert bits.unit == bits.full_scale == 2047.0
+
+
+def test_scene_mean_ignores_the_stated_bit_depth_and_the_brightness(time_model, fakes):
+    ms, pan = _scene()
+    fused = fuse_arrays(ms, pan, time_model, dataclasses.replace(FAST, bit_depth=11))
+    np.testing.assert_allclose(fuse_arrays(ms, pan, time_model, dataclasses.replace(FAST, bit_depth=14)), fused,
+                               rtol=1e-5)
+    np.testing.assert_allclose(fuse_arrays(2 * ms, 2 * pan, time_model, dataclasses.replace(FAST, bit_depth=12)),
+                               2 * fused, rtol=1e-5)
+    # the network's detail rides on the scene's unit, not on the full scale
+    plain = dataclasses.replace(FAST, bit_depth=11, value_scale=ValueScale.BIT_DEPTH)
+    zero = Denoiser(fakes["zero"])
+    detail_scene = fused - fuse_arrays(ms, pan, zero, dataclasses.replace(FAST, bit_depth=11))
+    detail_bits = fuse_arrays(ms, pan, time_model, plain) - fuse_arrays(ms, pan, zero, plain)
+    assert detail_scene.mean() / detail_bits.mean() == pytest.approx(float(ms.mean()) / REF / 2047.0, rel=1e-3)
+
+
+def test_bit_depth_scaling_depends_on_the_stated_bit_depth(time_model):
+    ms, pan = _scene()
+    plain = dataclasses.replace(FAST, value_scale=ValueScale.BIT_DEPTH)
+    a = fuse_arrays(ms, pan, time_model, dataclasses.replace(plain, bit_depth=11))
+    b = fuse_arrays(ms, pan, time_model, dataclasses.replace(plain, bit_depth=12))
+    assert np.abs(a - b).max() > 1.0  # DN: the detail doubled with the full scale
+
+
+def test_geotiff_orchestrator_uses_the_same_unit(tmp_path, time_model, fakes):
+    ms, pan = _scene(h=40, w=36)
+    profile = {"driver": "GTiff", "dtype": "uint16", "crs": "EPSG:32633"}
+    ms_path, pan_path = tmp_path / "ms.tif", tmp_path / "pan.tif"
+    t = rasterio.transform.from_origin(500000, 4000000, 2.0, 2.0)
+    with rasterio.open(ms_path, "w", **profile, width=36, height=40, count=4, transform=t) as dst:
+        dst.write(ms.transpose(2, 0, 1).astype(np.uint16))
+    with rasterio.open(pan_path, "w", **profile, width=144, height=160, count=1,
+                       transform=rasterio.transform.from_origin(500000, 4000000, 0.5, 0.5)) as dst:
+        dst.write(pan[None].astype(np.uint16))
+    out = tmp_path / "fused.tif"
+    report = fuse_scene(ms_path, pan_path, out, SceneConfig(fuse=dataclasses.replace(FAST, bit_depth=11),
+                                                            model=str(fakes["time"])))
+    assert report["value_scale"]["kind"] == "scene_mean"
+    assert report["value_scale"]["unit"] == pytest.approx(float(ms.mean()) / REF, rel=1e-3)
+    expected = fuse_arrays(ms, pan, time_model, dataclasses.replace(FAST, bit_depth=11))
+    with rasterio.open(out) as src:
+        np.testing.assert_allclose(src.read().transpose(1, 2, 0), np.rint(expected), atol=1.0)
+
+
+def test_scene_mean_needs_a_reference_mean(tmp_path):
+    plain = Denoiser(make_model(tmp_path / "old.onnx", "zero", spec=DEMO_SPEC))
+    assert plain.spec.value_scale is ValueScale.BIT_DEPTH  # metadata without the field: an older export
+    ms, pan = _scene()
+    with pytest.raises(ConfigError, match="reference_mean") as e:
+        fuse_arrays(ms, pan, plain, dataclasses.replace(FAST, value_scale=ValueScale.SCENE_MEAN))
+    assert e.value.path == "value_scale"
+    with pytest.raises(ModelError, match="scene_mean needs a reference_mean"):
+        dataclasses.replace(DEMO_SPEC, value_scale=ValueScale.SCENE_MEAN).validate()
+
+
+def test_spec_round_trips_the_value_scale():
+    back = ModelSpec.from_json(SCENE_SPEC.to_json())
+    assert (back.value_scale, back.reference_mean) == (ValueScale.SCENE_MEAN, REF)
+
+
+@pytest.mark.parametrize("family", ["4band", "8band"])
+def test_family_reference_mean_is_the_median_training_pair(data_dir, family):
+    """The stored constant is what its definition gives on the shared training split."""
+    fam = bands.FAMILIES[family]
+    means = [float(p.gt.mean()) / p.full_scale for p in datasets.reduced_resolution_split(family, "train")]
+    assert len(means) == len(splits.split_regions(family, "train"))
+    assert fam.reference_mean == pytest.approx(float(np.median(means)), abs=0.001)
+
+
+def test_training_pairs_in_scene_mean_units_match_the_runtime(data_dir):
+    """A training pair under SCENE_MEAN is the network input the runtime builds for that pair: the LR MS mean
+    at the reference brightness, whatever the pair's gain."""
+    from ddrf_train.patches import NormPair
+
+    pair = datasets.reduced_resolution("ge1", 4, splits.Region("ge1", (0, 64), (0, 64)), 4)
+    target = TargetSpec()
+    norm = NormPair.from_pair(pair, target, REF)
+    runtime = arrays_radiometry(SCENE_SPEC, FuseOptions(bit_depth=pair.bit_depth), pair.ms_lr, pair.pan)
+    assert norm.unit == pytest.approx(runtime.unit, rel=1e-5) and norm.full_scale == pair.full_scale
+    assert float(pair.ms_lr.mean()) / norm.unit == pytest.approx(REF, rel=1e-6)
+    brighter = dataclasses.replace(pair, lms=pair.lms * 1.7, pan=pair.pan * 1.7, gt=pair.gt * 1.7,
+                                   ms_lr=pair.ms_lr * 1.7)
+    np.testing.assert_allclose(NormPair.from_pair(brighter, target, REF).lms, norm.lms, rtol=1e-5)
+    assert NormPair.from_pair(pair, target).unit == pair.full_scale  # bit-depth units by default
+
+
+def test_scene_mean_training_needs_a_family_reference():
+    from ddrf_train.config import DataFamily, ExperimentConfig, TrainConfig
+
+    cfg = ExperimentConfig(train=TrainConfig(family=DataFamily.HS_PAN, value_scale=ValueScale.SCENE_MEAN))
+    with pytest.raises(ConfigError, match="value_scale.*no reference_mean"):
+        cfg.validate("x.toml")
