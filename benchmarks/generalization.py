@@ -130,6 +130,10 @@ VARIANTS = (
             lambda c: dataclasses.replace(_pooled(c), degrade=DegradationConfig(coarse_copies=1))),
     Variant("hpm_fit_pool_jitter", f"hpm_fit_pool and radiometric jitter {dataclasses.asdict(JITTER)}",
             lambda c: dataclasses.replace(_pooled(c), augment=JITTER)),
+    Variant("hpm_fit_pool_jitter_scene", "hpm_fit_pool_jitter trained on pairs in scene-mean units (`train.value_scale = "
+                                         "\"scene_mean\"`), as the runtime feeds the 4-band model by default",
+            lambda c: dataclasses.replace(_pooled(c), augment=JITTER,
+                                          train=dataclasses.replace(c.train, value_scale=ValueScale.SCENE_MEAN))),
     Variant("hpm_fit_sam", "+ hpm_fit base and the fused image's spectral angle in the loss (`train.sam_weight = 1`)",
             lambda c: dataclasses.replace(_with_base(c, Base.GLP_HPM_FIT),
                                           train=dataclasses.replace(c.train, sam_weight=1.0))),
