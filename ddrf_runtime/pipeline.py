@@ -62,12 +62,15 @@ class FuseOptions:
             ("samples", self.samples >= 1, f"must be >= 1, got {self.samples}"),
             ("eta", 0.0 <= self.eta <= 1.0, f"must be in 0..1, got {self.eta}"),
             ("spread_sigma", self.spread_sigma >= 0, f"must be >= 0, got {self.spread_sigma}"),
+            ("value_scale", self.value_scale is None or self.value_scale in {v.value for v in ValueScale},
+             f"must be one of {', '.join(v.value for v in ValueScale)}, got {self.value_scale!r}"),
         ]
         for name, ok, problem in checks:
             if not ok:
                 raise ConfigError(problem, name)
 
     def resolved_value_scale(self, spec: ModelSpec) -> ValueScale:
+        """The option, else the model's default; SCENE_MEAN needs the model's ``reference_mean``."""
         value_scale = spec.value_scale if self.value_scale is None else ValueScale(self.value_scale)
         if value_scale is ValueScale.SCENE_MEAN and not spec.reference_mean:
             raise ConfigError("the model has no reference_mean (exported before scene-mean scaling); "

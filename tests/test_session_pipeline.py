@@ -184,7 +184,8 @@ def test_option_errors(models, options, match):
         fuse_arrays(*_scene(8, 8), models["zero"], FuseOptions(**options))
 
 
-@pytest.mark.parametrize("kwargs", [dict(batch=0), dict(seed=-1), dict(bit_depth=0), dict(steps=0)])
+@pytest.mark.parametrize("kwargs", [dict(batch=0), dict(seed=-1), dict(bit_depth=0), dict(steps=0),
+                                    dict(value_scale="radiance")])
 def test_fuse_options_validate(kwargs):
     with pytest.raises(ConfigError):
         FuseOptions(**kwargs)

@@ -2,6 +2,7 @@
 on the scene's brightness; under BIT_DEPTH it does. Checked with a fake network that is not homogeneous in its
 inputs (x0 = t, so the fused detail is unit · t / residual_scale), through both orchestrators."""
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -75,16 +76,23 @@ def test_bit_depth_scaling_depends_on_the_stated_bit_depth(time_model):
     assert np.abs(a - b).max() > 1.0  # DN: the detail doubled with the full scale
 
 
-def test_geotiff_orchestrator_uses_the_same_unit(tmp_path, time_model, fakes):
-    ms, pan = _scene(h=40, w=36)
+def _write_pair(folder, ms, pan):
+    """ms.tif / pan.tif (uint16 GeoTIFFs, PAN 4× finer) of the arrays."""
     profile = {"driver": "GTiff", "dtype": "uint16", "crs": "EPSG:32633"}
-    ms_path, pan_path = tmp_path / "ms.tif", tmp_path / "pan.tif"
-    t = rasterio.transform.from_origin(500000, 4000000, 2.0, 2.0)
-    with rasterio.open(ms_path, "w", **profile, width=36, height=40, count=4, transform=t) as dst:
+    ms_path, pan_path = folder / "ms.tif", folder / "pan.tif"
+    (h, w), (ph, pw) = ms.shape[:2], pan.shape
+    with rasterio.open(ms_path, "w", **profile, width=w, height=h, count=4,
+                       transform=rasterio.transform.from_origin(500000, 4000000, 2.0, 2.0)) as dst:
         dst.write(ms.transpose(2, 0, 1).astype(np.uint16))
-    with rasterio.open(pan_path, "w", **profile, width=144, height=160, count=1,
+    with rasterio.open(pan_path, "w", **profile, width=pw, height=ph, count=1,
                        transform=rasterio.transform.from_origin(500000, 4000000, 0.5, 0.5)) as dst:
         dst.write(pan[None].astype(np.uint16))
+    return ms_path, pan_path
+
+
+def test_geotiff_orchestrator_uses_the_same_unit(tmp_path, time_model, fakes):
+    ms, pan = _scene(h=40, w=36)
+    ms_path, pan_path = _write_pair(tmp_path, ms, pan)
     out = tmp_path / "fused.tif"
     report = fuse_scene(ms_path, pan_path, out, SceneConfig(fuse=dataclasses.replace(FAST, bit_depth=11),
                                                             model=str(fakes["time"])))
@@ -143,3 +151,15 @@ def test_scene_mean_training_needs_a_family_reference():
     cfg = ExperimentConfig(train=TrainConfig(family=DataFamily.HS_PAN, value_scale=ValueScale.SCENE_MEAN))
     with pytest.raises(ConfigError, match="value_scale.*no reference_mean"):
         cfg.validate("x.toml")
+
+
+def test_cli_value_scale_option_reaches_the_report(tmp_path, fakes, cli):
+    ms, pan = _scene(h=16, w=16)
+    ms_path, pan_path = _write_pair(tmp_path, ms, pan)
+    for choice, unit in (("bit_depth", 2047.0), ("scene_mean", float(ms.mean()) / REF)):
+        report = tmp_path / f"{choice}.json"
+        rc, err = cli(ms_path, "--pan", pan_path, "-o", tmp_path / f"{choice}.tif", "--model", fakes["time"],
+                      "--bit-depth", "11", "--value-scale", choice, "--report", report, "-q")
+        assert (rc, err) == (0, [])
+        got = json.loads(report.read_text())["value_scale"]
+        assert got["kind"] == choice and got["unit"] == pytest.approx(unit, rel=1e-3)
