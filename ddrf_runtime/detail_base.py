@@ -69,14 +69,15 @@ def box_mean(img: np.ndarray, ratio: int) -> np.ndarray:
 
 @dataclass(frozen=True, eq=False)  # holds arrays
 class MatchMoments:
-    """Sums over valid MS-grid pixels that give the histogram-matching offsets; they add up, so a scene read
-    block by block gets exactly the offsets of the whole."""
+    """Sums over valid MS-grid pixels that give the histogram-matching offsets and the scene's brightness; they
+    add up, so a scene read block by block gets exactly the statistics of the whole."""
 
     n: float  # valid MS pixels
     ms: np.ndarray  # (C,) Σ of each normalised MS band
     ms2: np.ndarray  # (C,) Σ of its squares
     pan: float  # Σ of the normalised PAN box-averaged onto the MS grid
     pan2: float  # Σ of its squares
+    lit: float  # valid MS pixels with any band above 0 (an all-zero pixel is fill a raster did not declare)
 
     @classmethod
     def of(cls, ms: np.ndarray, pan_lr: np.ndarray, valid: np.ndarray | None = None) -> "MatchMoments":
@@ -86,20 +87,22 @@ class MatchMoments:
         if valid is not None:
             keep = np.asarray(valid, bool).reshape(-1)
             m, p = m[:, keep], p[keep]
-        return cls(float(p.size), m.sum(axis=1), (m * m).sum(axis=1), float(p.sum()), float((p * p).sum()))
+        return cls(float(p.size), m.sum(axis=1), (m * m).sum(axis=1), float(p.sum()), float((p * p).sum()),
+                   float(np.count_nonzero(m.max(axis=0, initial=0.0) > 0)))
 
     @classmethod
     def empty(cls, bands: int) -> "MatchMoments":
         """No pixels yet: the start of a block-by-block sum."""
-        return cls(0.0, np.zeros(bands), np.zeros(bands), 0.0, 0.0)
+        return cls(0.0, np.zeros(bands), np.zeros(bands), 0.0, 0.0, 0.0)
 
     def __add__(self, other: "MatchMoments") -> "MatchMoments":
         return MatchMoments(self.n + other.n, self.ms + other.ms, self.ms2 + other.ms2,
-                            self.pan + other.pan, self.pan2 + other.pan2)
+                            self.pan + other.pan, self.pan2 + other.pan2, self.lit + other.lit)
 
     def ms_mean(self) -> float:
-        """Mean of the normalised MS over its bands and valid pixels (0 without any): the scene's brightness."""
-        return float(self.ms.sum() / (self.n * self.ms.size)) if self.n else 0.0
+        """Mean of the normalised MS over its bands and lit pixels (0 without any): the scene's brightness, which
+        black fill around a scene's footprint would otherwise dilute."""
+        return float(self.ms.sum() / (self.lit * self.ms.size)) if self.lit else 0.0
 
     def offsets(self) -> np.ndarray:
         """(C,) float32 c_k = μ_k·σ_P/σ_k − μ_P in [0, MAX_OFFSET]; 0 for a scene without valid pixels."""

@@ -16,7 +16,7 @@ import torch
 from ddrf_runtime.datasets import Pair, coarsened, redegrade
 from ddrf_runtime.detail_base import residual_base
 from ddrf_runtime.errors import ConfigError
-from ddrf_runtime.pipeline import scene_base
+from ddrf_runtime.pipeline import scene_base, scene_moments
 from ddrf_runtime.target import TargetSpec
 
 from .augment import jitter
@@ -42,7 +42,8 @@ class NormPair:
     def from_pair(cls, pair: Pair, target: TargetSpec, reference_mean: float = 0.0) -> "NormPair":
         """``pair`` in network units: ÷ its full scale, or with ``reference_mean`` > 0 ÷ (its LR MS mean ÷
         reference_mean), as ``pipeline.Radiometry`` under ``ValueScale.SCENE_MEAN`` divides the fused input."""
-        s = float(pair.ms_lr.mean()) / reference_mean if reference_mean else float(pair.full_scale)
+        s = (scene_moments(pair.ms_lr, pair.pan, pair.ratio, 1.0).ms_mean() / reference_mean if reference_mean
+             else float(pair.full_scale))
         pan = pair.pan[None] if pair.pan.ndim == 2 else pair.pan.transpose(2, 0, 1)
         lms = np.ascontiguousarray(pair.lms.transpose(2, 0, 1) / s, dtype=np.float32)  # (C, H, W)
         pan = np.ascontiguousarray(pan / s, dtype=np.float32)  # (k, H, W)

@@ -53,6 +53,15 @@ def test_scene_mean_unit_maps_the_mean_ms_to_the_reference(time_model):
     assert bits.unit == bits.full_scale == 2047.0
 
 
+def test_black_fill_does_not_dilute_the_scene_brightness(time_model):
+    """All-zero MS pixels (fill a raster did not declare as no-data) do not count towards the scene's mean."""
+    ms, pan = _scene()
+    filled = ms.copy()
+    filled[:, :8] = 0.0  # 8 of 20 columns: fill around the footprint
+    r = arrays_radiometry(time_model.spec, FuseOptions(bit_depth=11), filled, pan)
+    assert r.unit == pytest.approx(float(ms[:, 8:].mean()) / REF, rel=1e-5)
+
+
 def test_scene_mean_ignores_the_stated_bit_depth_and_the_brightness(time_model, fakes):
     ms, pan = _scene()
     fused = fuse_arrays(ms, pan, time_model, dataclasses.replace(FAST, bit_depth=11))
