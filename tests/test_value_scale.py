@@ -62,6 +62,12 @@ def test_black_fill_does_not_dilute_the_scene_brightness(time_model):
     assert r.unit == pytest.approx(float(ms[:, 8:].mean()) / REF, rel=1e-5)
 
 
+def test_a_scene_without_signal_keeps_the_full_scale(time_model):
+    ms, pan = _scene()
+    r = arrays_radiometry(time_model.spec, FuseOptions(bit_depth=11), np.zeros_like(ms), pan)
+    assert r.unit == r.full_scale == 2047.0
+
+
 def test_scene_mean_ignores_the_stated_bit_depth_and_the_brightness(time_model, fakes):
     ms, pan = _scene()
     fused = fuse_arrays(ms, pan, time_model, dataclasses.replace(FAST, bit_depth=11))
