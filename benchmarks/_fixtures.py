@@ -15,11 +15,15 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ddrf_runtime.datapaths import DEMO_DIR, MODELS_DIR, REPO_ROOT
 from ddrf_runtime.model_spec import ModelSpec
+
+if TYPE_CHECKING:  # the pipeline (scipy, tqdm) only where a scene is read
+    from ddrf_runtime.pipeline import BitDepth
 
 BUNDLED = MODELS_DIR / "ddrf_4band"  # .pt and .onnx
 TRAINING_CHECKPOINT = REPO_ROOT / "runs" / "small_4band" / "last.pt"
@@ -117,16 +121,22 @@ class DemoScene:
 
     ms: np.ndarray  # (h, w, C)
     pan: np.ndarray  # (ratio·h, ratio·w)
-    scale: float  # 2**bits − 1, bits resolved exactly as fuse_scene does
+    depth: BitDepth  # resolved exactly as fuse_scene does
     ms_path: Path
     pan_path: Path
+
+    @property
+    def scale(self) -> float:
+        """2**bits − 1."""
+        from ddrf_runtime.pipeline import full_scale
+
+        return full_scale(self.depth.bits)
 
 
 def read_demo(ms_path: Path = DEMO_DIR / "ms.tif", pan_path: Path = DEMO_DIR / "pan.tif") -> DemoScene:
     """Read the pair's common windows (needs rasterio)."""
     import rasterio
 
-    from ddrf_runtime.pipeline import full_scale
     from ddrf_runtime.raster_io import inspect_pair
     from ddrf_runtime.scene import resolve_scene_bit_depth
 
@@ -134,8 +144,7 @@ def read_demo(ms_path: Path = DEMO_DIR / "ms.tif", pan_path: Path = DEMO_DIR / "
     with rasterio.open(ms_path) as m, rasterio.open(pan_path) as p:
         ms = m.read(window=pair.ms_window).transpose(1, 2, 0).astype(np.float32)  # (h, w, C)
         pan = p.read(1, window=pair.pan_window).astype(np.float32)  # (H, W)
-    bits, _ = resolve_scene_bit_depth(pair, None)
-    return DemoScene(ms, pan, full_scale(bits), Path(ms_path), Path(pan_path))
+    return DemoScene(ms, pan, resolve_scene_bit_depth(pair, None), Path(ms_path), Path(pan_path))
 
 
 def network_inputs(ms: np.ndarray, pan: np.ndarray, scale: float, spec: ModelSpec, tile: int, batch: int,

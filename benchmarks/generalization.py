@@ -130,8 +130,9 @@ VARIANTS = (
             lambda c: dataclasses.replace(_pooled(c), degrade=DegradationConfig(coarse_copies=1))),
     Variant("hpm_fit_pool_jitter", f"hpm_fit_pool and radiometric jitter {dataclasses.asdict(JITTER)}",
             lambda c: dataclasses.replace(_pooled(c), augment=JITTER)),
-    Variant("hpm_fit_pool_jitter_scene", "hpm_fit_pool_jitter trained on pairs in scene-mean units (`train.value_scale = "
-                                         "\"scene_mean\"`), as the runtime feeds the 4-band model by default",
+    Variant("hpm_fit_pool_jitter_scene", "hpm_fit_pool_jitter trained on pairs in scene-mean units "
+                                         "(`train.value_scale = \"scene_mean\"`), as the runtime feeds a scene "
+                                         "under ValueScale.SCENE_MEAN",
             lambda c: dataclasses.replace(_pooled(c), augment=JITTER,
                                           train=dataclasses.replace(c.train, value_scale=ValueScale.SCENE_MEAN))),
     Variant("hpm_fit_sam", "+ hpm_fit base and the fused image's spectral angle in the loss (`train.sam_weight = 1`)",
@@ -264,8 +265,8 @@ def to_markdown(r: Mapping) -> str:
              *environment_lines(r),
              f"- budget per fold and variant: {r['iterations']} steps × batch {r['batch']} × {r['patch']}² crops, "
              f"1 thread, seed 0, EMA weights; fold configs `configs/loso/<fold>.toml` (from `{BASE_CONFIG}`)",
-             "- DDRF: runtime pipeline, PyTorch backend, 1 step, seed 0, the model's input scaling (`ValueScale`; "
-             "4-band: scene_mean). Reduced resolution: whole held-out scenes. "
+             "- DDRF: runtime pipeline, PyTorch backend, 1 step, seed 0, the scenes' bit depth stated, the model's "
+             "input scaling (`ValueScale`; 4-band `auto`: DN ÷ full scale). Reduced resolution: whole held-out scenes. "
              "Full resolution: 128² MS crops (512² PAN) of the held-out native-ratio-4 scenes.",
              "- ratio = DDRF mean / best classical mean on the fold (best chosen per metric); target ERGAS ≤ 0.85, "
              "SAM ≤ 0.90, never > 1. A `base (x0 = 0)` row is that model's classical base alone (network output "

@@ -24,6 +24,7 @@ class ValueScale(str, enum.Enum):
 
     BIT_DEPTH = "bit_depth"  # DN ÷ (2**bit_depth − 1): the network sees the scene as bright as the raster says
     SCENE_MEAN = "scene_mean"  # DN ÷ (scene MS mean ÷ reference_mean): every scene as bright as the training median
+    AUTO = "auto"  # BIT_DEPTH when the bit depth is stated (option, NBITS tag, uint8), SCENE_MEAN when it is guessed
 
 
 class Objective(str, enum.Enum):
@@ -112,7 +113,7 @@ class ModelSpec:
             problems.append(f"target.gain_pooling {self.target.gain_pooling} not in [0, 1]")
         if not 0.0 <= self.reference_mean <= 1.0:
             problems.append(f"reference_mean {self.reference_mean} not in [0, 1]")
-        elif self.value_scale is ValueScale.SCENE_MEAN and self.reference_mean == 0.0:
-            problems.append("value_scale scene_mean needs a reference_mean")
+        elif self.value_scale is not ValueScale.BIT_DEPTH and self.reference_mean == 0.0:
+            problems.append(f"value_scale {self.value_scale.value} needs a reference_mean")
         if problems:
             raise ModelError("model metadata is invalid: " + "; ".join(problems), path)

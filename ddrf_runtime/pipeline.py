@@ -48,7 +48,7 @@ class FuseOptions:
     eta: float = 0.0  # DDIM stochasticity: 0 deterministic ODE, 1 ancestral (fresh seeded noise at every step)
     spread_sigma: float = 1.0  # Gaussian σ (PAN pixels) pooling each tile's sample variance; 0 = per pixel
     flip_ensemble: bool = False  # average the network over the 4 flips of every tile (``FlipEnsemble``): ≈ 3.3× time
-    value_scale: ValueScale | None = None  # how DN become network units; None → the model's (``Radiometry``)
+    value_scale: ValueScale | None = None  # how DN become network units (``Radiometry``); None → the model's
 
     def __post_init__(self) -> None:
         checks = [  # (field, valid?, problem): the error names the field as its ``path``
@@ -69,9 +69,12 @@ class FuseOptions:
             if not ok:
                 raise ConfigError(problem, name)
 
-    def resolved_value_scale(self, spec: ModelSpec) -> ValueScale:
-        """The option, else the model's default; SCENE_MEAN needs the model's ``reference_mean``."""
+    def resolved_value_scale(self, spec: ModelSpec, depth: "BitDepth") -> ValueScale:
+        """BIT_DEPTH or SCENE_MEAN: the option, else the model's default, AUTO decided by whether the bit depth
+        was stated; SCENE_MEAN needs the model's ``reference_mean``."""
         value_scale = spec.value_scale if self.value_scale is None else ValueScale(self.value_scale)
+        if value_scale is ValueScale.AUTO:
+            value_scale = ValueScale.BIT_DEPTH if depth.stated else ValueScale.SCENE_MEAN
         if value_scale is ValueScale.SCENE_MEAN and not spec.reference_mean:
             raise ConfigError("the model has no reference_mean (exported before scene-mean scaling); "
                               "use value_scale bit_depth or re-export it", "value_scale")
@@ -103,6 +106,15 @@ def full_scale(bit_depth: int) -> float:
 
 
 @dataclass(frozen=True)
+class BitDepth:
+    """The inputs' bit depth and where it came from."""
+
+    bits: int  # full scale 2**bits − 1
+    source: str  # how it was found, for the run report
+    stated: bool  # by the user or the data (option, NBITS tag, uint8), not guessed (data maximum, model default)
+
+
+@dataclass(frozen=True)
 class Radiometry:
     """How one scene's DN map to network units: inputs ÷ ``unit``, the fused result × ``unit``, then clipped to
     [0, ``full_scale``]. Under ``ValueScale.SCENE_MEAN`` the unit makes the scene's mean MS the model's
@@ -113,10 +125,10 @@ class Radiometry:
     unit: float  # DN per network unit: the full scale (BIT_DEPTH) or mean MS DN ÷ reference_mean (SCENE_MEAN)
 
     @classmethod
-    def of(cls, spec: ModelSpec, options: FuseOptions, scale: float, moments: MatchMoments) -> "Radiometry":
-        """The scene's radiometry from its full ``scale`` and its ``moments`` (MS normalised by ``scale``).
-        A scene without signal keeps the full scale."""
-        if options.resolved_value_scale(spec) is ValueScale.BIT_DEPTH:
+    def of(cls, spec: ModelSpec, value_scale: ValueScale, scale: float, moments: MatchMoments) -> "Radiometry":
+        """The scene's radiometry under a resolved ``value_scale`` from its full ``scale`` and its ``moments``
+        (MS normalised by ``scale``). A scene without signal keeps the full scale."""
+        if value_scale is ValueScale.BIT_DEPTH:
             return cls(scale, scale)
         mean = moments.ms_mean()
         return cls(scale, scale * mean / spec.reference_mean if mean > 0 else scale)
@@ -314,26 +326,29 @@ def _check_arrays(ms: np.ndarray, pan: np.ndarray, spec: ModelSpec) -> None:
             raise InputError(f"{name} contains NaN or infinite values; fill or mask no-data pixels first")
 
 
-def resolve_bit_depth(options: FuseOptions, spec: ModelSpec, ms: np.ndarray, pan: np.ndarray) -> int:
+def resolve_bit_depth(options: FuseOptions, spec: ModelSpec, ms: np.ndarray, pan: np.ndarray) -> BitDepth:
     """The inputs' bit depth (options, else uint8 → 8, else the model's default), checked against the data."""
     if options.bit_depth is not None:
-        bits = options.bit_depth
+        depth = BitDepth(options.bit_depth, "option", True)
+    elif ms.dtype == np.uint8 and pan.dtype == np.uint8:
+        depth = BitDepth(8, "uint8 data type", True)
     else:
-        bits = 8 if ms.dtype == np.uint8 and pan.dtype == np.uint8 else spec.default_bit_depth
+        depth = BitDepth(spec.default_bit_depth, "the model's default", False)
     peak = max(float(ms.max()), float(pan.max()))
-    if peak > full_scale(bits):
-        raise InputError(f"values up to {peak:g} exceed the {bits}-bit full scale {full_scale(bits):g}; "
+    if peak > full_scale(depth.bits):
+        raise InputError(f"values up to {peak:g} exceed the {depth.bits}-bit full scale {full_scale(depth.bits):g}; "
                          "set bit_depth to the sensor's real bit depth")
-    return bits
+    return depth
 
 
 def arrays_radiometry(spec: ModelSpec, options: FuseOptions, ms: np.ndarray, pan: np.ndarray) -> Radiometry:
     """The radiometry of an in-memory scene, ms (h, w, C) and pan (rh, rw[, k]) in DN: its bit depth
     (``resolve_bit_depth``) and, under ``ValueScale.SCENE_MEAN``, its mean MS."""
-    scale = full_scale(resolve_bit_depth(options, spec, ms, pan))
-    if options.resolved_value_scale(spec) is ValueScale.BIT_DEPTH:
+    depth = resolve_bit_depth(options, spec, ms, pan)
+    scale, value_scale = full_scale(depth.bits), options.resolved_value_scale(spec, depth)
+    if value_scale is ValueScale.BIT_DEPTH:
         return Radiometry(scale, scale)
-    return Radiometry.of(spec, options, scale, scene_moments(ms, pan, spec.ratio, scale))
+    return Radiometry.of(spec, value_scale, scale, scene_moments(ms, pan, spec.ratio, scale))
 
 
 def fuse_arrays(ms: np.ndarray, pan: np.ndarray, model: DenoiserLike | str | os.PathLike,

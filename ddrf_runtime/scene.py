@@ -36,7 +36,7 @@ from .datapaths import MODELS_DIR
 from .detail_base import MatchMoments, SceneBase, box_mean, fit_gains, fit_window
 from .errors import ConfigError, InputError, ModelError, OutputError
 from .model_spec import ModelSpec, ValueScale
-from .pipeline import (BatchInputs, FuseOptions, Radiometry, denoise_batch, full_scale, make_grid, output_channels,
+from .pipeline import (BatchInputs, BitDepth, FuseOptions, Radiometry, denoise_batch, full_scale, make_grid, output_channels,
                        prepare_batch, tiles_per_call)
 from .raster_io import (RasterPair, _first_line, atomic_output, bit_depth_for_max, check_output_path,
                         declared_bit_depth, inspect_pair)
@@ -139,16 +139,17 @@ def _scan_max(path: str, window: Window) -> float:
     return peak
 
 
-def resolve_scene_bit_depth(pair: RasterPair, requested: int | None) -> tuple[int, str]:
-    """(bit depth, how it was found): the option, else the NBITS tag, else uint8 → 8, else the data's maximum."""
+def resolve_scene_bit_depth(pair: RasterPair, requested: int | None) -> BitDepth:
+    """The bit depth and how it was found: the option, else the NBITS tag, else uint8 → 8 (all three stated),
+    else guessed from the data's maximum."""
     if requested is not None:
-        return requested, "option"
+        return BitDepth(requested, "option", True)
     for path in (pair.ms_path, pair.pan_path):
         bits = declared_bit_depth(path)
         if bits:
-            return bits, f"NBITS of {Path(path).name}"
+            return BitDepth(bits, f"NBITS of {Path(path).name}", True)
     if pair.dtype == "uint8":
-        return 8, "uint8 data type"
+        return BitDepth(8, "uint8 data type", True)
     peaks = {path: _scan_max(path, window) for path, window in ((pair.ms_path, pair.ms_window),
                                                                (pair.pan_path, pair.pan_window))}
     for path, peak in peaks.items():
@@ -157,8 +158,8 @@ def resolve_scene_bit_depth(pair: RasterPair, requested: int | None) -> tuple[in
     peak = max(peaks.values())
     if pair.dtype.startswith("float"):
         bits = bit_depth_for_max(peak, floating=True)
-        return bits, f"float data maximum {peak:g} (full scale {2**bits - 1})"
-    return bit_depth_for_max(peak), f"data maximum {peak:g}"
+        return BitDepth(bits, f"float data maximum {peak:g} (full scale {2**bits - 1})", False)
+    return BitDepth(bit_depth_for_max(peak), f"data maximum {peak:g}", False)
 
 
 def _read_filled(ds: rasterio.io.DatasetReader, window: Window, scale: float) -> tuple[np.ndarray, np.ndarray]:
@@ -182,7 +183,7 @@ def _shift(window: GridWindow, by: Window) -> Window:
     return Window(by.col_off + window.col, by.row_off + window.row, window.width, window.height)
 
 
-def _scene_statistics(pair: RasterPair, spec: ModelSpec, options: FuseOptions,
+def _scene_statistics(pair: RasterPair, spec: ModelSpec, value_scale: ValueScale,
                       scale: float) -> tuple[Radiometry, SceneBase | None]:
     """The whole scene's radiometry (``pipeline.Radiometry``) and base statistics (``pipeline.scene_base``; None
     for bases without any) over the MS pixels valid in both inputs: the moments in one extra pass over the PAN,
@@ -190,7 +191,7 @@ def _scene_statistics(pair: RasterPair, spec: ModelSpec, options: FuseOptions,
     ``fit_window``. Scenes that need neither skip the pass."""
     target = spec.target
     hpm = target.base in (Base.GLP_HPM, Base.GLP_HPM_FIT)
-    if not hpm and options.resolved_value_scale(spec) is ValueScale.BIT_DEPTH:
+    if not hpm and value_scale is ValueScale.BIT_DEPTH:
         return Radiometry(scale, scale), None
     r, ms_rows, ms_cols = pair.ratio, int(pair.ms_window.height), int(pair.ms_window.width)
     step = max(1, STATS_BLOCK_PIXELS // max(1, pair.width * r))  # MS rows per block
@@ -201,7 +202,7 @@ def _scene_statistics(pair: RasterPair, spec: ModelSpec, options: FuseOptions,
             n = min(step, ms_rows - r0)
             ms, pan, valid = _read_ms_grid(ms_ds, pan_ds, pair, GridWindow(r0, 0, n, ms_cols), scale)
             total = total + MatchMoments.of(ms, box_mean(pan, r), valid)
-        radiometry = Radiometry.of(spec, options, scale, total)
+        radiometry = Radiometry.of(spec, value_scale, scale, total)
         to_unit = radiometry.from_full_scale
         if not hpm:
             return radiometry, None
@@ -377,11 +378,12 @@ def fuse_scene(ms_path: str | os.PathLike, pan_path: str | os.PathLike, out_path
         grid = make_grid(spec, options, pair.height, pair.width)
     except ConfigError as e:  # the options do not suit this model
         raise ConfigError(str(e), model_path) from None
-    bits, bits_source = resolve_scene_bit_depth(pair, options.bit_depth)
-    scale = full_scale(bits)
+    depth = resolve_scene_bit_depth(pair, options.bit_depth)
+    value_scale = options.resolved_value_scale(spec, depth)
+    scale = full_scale(depth.bits)
     timings["setup"] = time.perf_counter() - t
     t = time.perf_counter()
-    radiometry, scene = _scene_statistics(pair, spec, options, scale)
+    radiometry, scene = _scene_statistics(pair, spec, value_scale, scale)
     timings["scene_statistics"] = time.perf_counter() - t
 
     nodata = _output_nodata(pair, scale)
@@ -421,9 +423,9 @@ def fuse_scene(ms_path: str | os.PathLike, pan_path: str | os.PathLike, out_path
         "inputs": {"ms": ms_path, "pan": pan_path}, "output": out_path, "model": model_path,
         "backend": Backend(config.backend).value, "providers": list(denoiser.providers_used),
         "versions": dict(denoiser.versions), "bands": list(spec.bands), "ratio": pair.ratio,
-        "bit_depth": bits, "bit_depth_source": bits_source, "steps": steps,
-        "value_scale": {"kind": options.resolved_value_scale(spec).value,  # DN per network unit, and why
-                        "unit": round(radiometry.unit, 4)},
+        "bit_depth": depth.bits, "bit_depth_source": depth.source, "steps": steps,
+        "value_scale": {"kind": value_scale.value, "unit": round(radiometry.unit, 4),  # DN per network unit, and why
+                        "setting": ValueScale(options.value_scale or spec.value_scale).value},
         "tiles": len(grid.tiles), "tile_shape": list(grid.tile_shape), "options": asdict(options),
         "base": {"kind": spec.target.base.value,  # what the network's residual corrects, and its scene statistics
                  **({} if scene is None else scene.as_dict())},
@@ -434,7 +436,7 @@ def fuse_scene(ms_path: str | os.PathLike, pan_path: str | os.PathLike, out_path
         report["uncertainty"] = {"path": side_path, "samples": options.samples, **side.summary.as_dict()}
     if config.quicklook or config.metrics:
         t = time.perf_counter()
-        report.update(_after_fusion(pair, out_path, spec.bands, config, bits, side_path))
+        report.update(_after_fusion(pair, out_path, spec.bands, config, depth.bits, side_path))
         timings["quicklook_and_metrics"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t_start
     report["timings_s"] = {k: round(v, 4) for k, v in timings.items()}

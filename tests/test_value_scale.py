@@ -1,6 +1,7 @@
 """Input scaling (``ValueScale``): under SCENE_MEAN the fused result depends neither on the stated bit depth nor
-on the scene's brightness; under BIT_DEPTH it does. Checked with a fake network that is not homogeneous in its
-inputs (x0 = t, so the fused detail is unit · t / residual_scale), through both orchestrators."""
+on the scene's brightness; under BIT_DEPTH it does; AUTO takes BIT_DEPTH for a stated bit depth and SCENE_MEAN for
+a guessed one. Checked with a fake network that is not homogeneous in its inputs (x0 = t, so the fused detail is
+unit · t / residual_scale), through both orchestrators."""
 import dataclasses
 import json
 
@@ -178,3 +179,18 @@ def test_cli_value_scale_option_reaches_the_report(tmp_path, fakes, cli):
         assert (rc, err) == (0, [])
         got = json.loads(report.read_text())["value_scale"]
         assert got["kind"] == choice and got["unit"] == pytest.approx(unit, rel=1e-3)
+
+
+@pytest.mark.parametrize("stated", [True, False])
+def test_auto_trusts_a_stated_bit_depth_and_normalises_a_guessed_one(tmp_path, stated):
+    auto = Denoiser(make_model(tmp_path / "auto.onnx", "zero", spec=dataclasses.replace(SCENE_SPEC,
+                                                                                        value_scale=ValueScale.AUTO)))
+    ms, pan = _scene()
+    options = FuseOptions(bit_depth=11 if stated else None)  # None: the model's default 11, a guess
+    r = arrays_radiometry(auto.spec, options, ms, pan)
+    assert r.unit == (2047.0 if stated else pytest.approx(float(ms.mean()) / REF, rel=1e-5))
+    ms_path, pan_path = _write_pair(tmp_path, ms, pan)  # no NBITS tag: the data maximum decides, a guess
+    config = SceneConfig(fuse=dataclasses.replace(FAST, bit_depth=11 if stated else None), model=auto.path)
+    report = fuse_scene(ms_path, pan_path, tmp_path / "fused.tif", config)
+    assert report["value_scale"]["setting"] == "auto"
+    assert report["value_scale"]["kind"] == ("bit_depth" if stated else "scene_mean")
