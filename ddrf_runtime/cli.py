@@ -70,9 +70,9 @@ def add_scene_options(p: argparse.ArgumentParser) -> None:
                         "<output stem>_uncertainty.tif: per-band std (output units) and spectral spread (degrees)")
     p.add_argument("--bit-depth", type=int, help="input bit depth (full scale 2^b-1); default: inferred")
     p.add_argument("--value-scale", choices=[v.value for v in ValueScale],
-                   help="how DN become network inputs: scene_mean (the scene's mean brightness mapped to the "
-                        "training data's; bit depth and brightness then do not matter) or bit_depth (DN / full "
-                        "scale); default: the model's")
+                   help="how DN become network inputs: bit_depth (DN / full scale), scene_mean (the scene's mean "
+                        "brightness mapped to the training data's: the bit depth then does not matter) or auto "
+                        "(bit_depth when the bit depth is stated, scene_mean when guessed); default: the model's")
     p.add_argument("--flip-ensemble", action="store_true",
                    help="average the network over the 4 flips of every tile: ~3.3x the time, ~2%% lower ERGAS/SAM")
     p.add_argument("--threads", type=int, help="intra-op threads for the network")
