@@ -379,7 +379,10 @@ def fuse_scene(ms_path: str | os.PathLike, pan_path: str | os.PathLike, out_path
     except ConfigError as e:  # the options do not suit this model
         raise ConfigError(str(e), model_path) from None
     depth = resolve_scene_bit_depth(pair, options.bit_depth)
-    value_scale = options.resolved_value_scale(spec, depth)
+    try:
+        value_scale = options.resolved_value_scale(spec, depth)
+    except ConfigError as e:  # the option does not suit this model
+        raise ConfigError(str(e), model_path) from None
     scale = full_scale(depth.bits)
     timings["setup"] = time.perf_counter() - t
     t = time.perf_counter()

@@ -194,3 +194,12 @@ def test_auto_trusts_a_stated_bit_depth_and_normalises_a_guessed_one(tmp_path, s
     report = fuse_scene(ms_path, pan_path, tmp_path / "fused.tif", config)
     assert report["value_scale"]["setting"] == "auto"
     assert report["value_scale"]["kind"] == ("bit_depth" if stated else "scene_mean")
+
+
+def test_cli_scene_mean_on_an_old_model_is_a_one_line_error(tmp_path, cli):
+    old = make_model(tmp_path / "old.onnx", "zero", spec=DEMO_SPEC)  # no reference_mean
+    ms_path, pan_path = _write_pair(tmp_path, *_scene(h=16, w=16))
+    out = tmp_path / "fused.tif"
+    rc, err = cli(ms_path, "--pan", pan_path, "-o", out, "--model", old, "--value-scale", "scene_mean", "-q")
+    assert rc != 0 and len(err) == 1 and str(old) in err[0] and "reference_mean" in err[0]
+    assert not out.exists()
