@@ -84,7 +84,7 @@ def torch_pipeline(model: torch.nn.Module, spec: ModelSpec, scene: DemoScene, op
     loop, network and decoding run in torch. Returns (H, W, C) float32 DN clipped to [0, full scale].
     """
     grid = make_grid(spec, options, scene.pan.shape[0], scene.pan.shape[1])
-    radiometry = Radiometry.of(spec, options.resolved_value_scale(spec, scene.depth), scene.scale,
+    radiometry = Radiometry.of(spec, options.requested_value_scale(spec, scene.depth), scene.scale,
                                scene_moments(scene.ms, scene.pan, spec.ratio, scene.scale))
     stats = scene_base(spec.target, scene.ms, scene.pan, spec.ratio, radiometry.unit)  # as fuse_arrays's
     c, (th, tw) = spec.num_bands, grid.tile_shape

@@ -45,14 +45,18 @@ class Family:
     # recomputes it); 0: the family's models offer bit-depth scaling only
     value_scale: str = "bit_depth"  # its models' default input scaling (a ``ValueScale`` value), chosen by
     # benchmarks.quality / benchmarks.radiometry
+    brightness_range: tuple[float, float] = (0.0, 1.0)  # darkest and brightest train-split pair, mean MS ÷ full
+    # scale (a test recomputes it): ``ValueScale.AUTO`` keeps a guessed bit depth that puts a scene inside it
 
 
 FAMILIES: Mapping[str, Family] = MappingProxyType({
-    # 4-band: a stated bit depth is trusted (held out it scores 0–1.5 % better than scene-mean scaling), a guessed
-    # one is not (a wrong full scale costs up to 22 %; benchmarks.radiometry)
-    "4band": Family(CANONICAL_FIRST, 1, 4, 11, reference_mean=0.239, value_scale="auto"),
+    # 4-band: a bit depth that is stated, or guessed and plausible, is trusted (held out it scores 0–1.5 % better
+    # than scene-mean scaling); an implausible guess is not (a wrong full scale costs up to 22 %; benchmarks.radiometry)
+    "4band": Family(CANONICAL_FIRST, 1, 4, 11, reference_mean=0.239, value_scale="auto",
+                    brightness_range=(0.073, 0.280)),
     # 8-band: WorldView-2/3 users, the sensors it trained on; scene-mean scaling cost 0.5–0.9 points there
-    "8band": Family(tuple(WV_NATIVE[i] for i in canonical_order(WV_NATIVE)), 1, 4, 11, reference_mean=0.204),
+    "8band": Family(tuple(WV_NATIVE[i] for i in canonical_order(WV_NATIVE)), 1, 4, 11, reference_mean=0.204,
+                    brightness_range=(0.192, 0.224)),
     "hs_ms": Family(HYPERION_BANDS, 9, 3, 15),
     "hs_pan": Family(HYPERION_BANDS, 1, 3, 15),
 })

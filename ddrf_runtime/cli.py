@@ -72,7 +72,8 @@ def add_scene_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--value-scale", choices=[v.value for v in ValueScale],
                    help="how DN become network inputs: bit_depth (DN / full scale), scene_mean (the scene's mean "
                         "brightness mapped to the training data's: the bit depth then does not matter) or auto "
-                        "(bit_depth when the bit depth is stated, scene_mean when guessed); default: the model's")
+                        "(bit_depth when the bit depth is stated or a plausible guess, else scene_mean); default: "
+                        "the model's")
     p.add_argument("--flip-ensemble", action="store_true",
                    help="average the network over the 4 flips of every tile: ~3.3x the time, ~2%% lower ERGAS/SAM")
     p.add_argument("--threads", type=int, help="intra-op threads for the network")

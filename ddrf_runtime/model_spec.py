@@ -24,7 +24,8 @@ class ValueScale(str, enum.Enum):
 
     BIT_DEPTH = "bit_depth"  # DN ÷ (2**bit_depth − 1): the network sees the scene as bright as the raster says
     SCENE_MEAN = "scene_mean"  # DN ÷ (scene MS mean ÷ reference_mean): every scene as bright as the training median
-    AUTO = "auto"  # BIT_DEPTH when the bit depth is stated (option, NBITS tag, uint8), SCENE_MEAN when it is guessed
+    AUTO = "auto"  # BIT_DEPTH for a stated bit depth (option, NBITS, uint8) or a guessed one that makes the scene
+    # as bright as a training scene (``brightness_range``); SCENE_MEAN for any other guess
 
 
 class Objective(str, enum.Enum):
@@ -49,6 +50,7 @@ class ModelSpec:
     default_steps: int = 1  # sampling steps chosen by the steps-vs-quality benchmark
     value_scale: ValueScale = ValueScale.BIT_DEPTH  # default input scaling (``FuseOptions.value_scale`` overrides)
     reference_mean: float = 0.0  # mean MS (full-scale units) of the median training pair; 0: SCENE_MEAN unsupported
+    brightness_range: tuple[float, float] = (0.0, 1.0)  # mean MS (full-scale units) of the darkest and brightest pair
     default_bit_depth: int = 11  # used when the raster says nothing about its bit depth
     opset: int = 23  # ONNX opset of the graph
     checkpoint_sha256: str = ""  # sha256 of the .pt the graph was exported from
@@ -93,6 +95,7 @@ class ModelSpec:
             kw["schedule"] = ScheduleKind(kw.get("schedule", "cosine"))
             kw["objective"] = Objective(kw.get("objective", "x0"))
             kw["value_scale"] = ValueScale(kw.get("value_scale", "bit_depth"))
+            kw["brightness_range"] = tuple(float(v) for v in kw.get("brightness_range", (0.0, 1.0)))
             kw["target"] = TargetSpec(**kw.get("target", {}))
             spec = cls(**kw)
         except (TypeError, ValueError) as e:
@@ -111,6 +114,9 @@ class ModelSpec:
             problems.append(f"default_steps {self.default_steps} not in 1..{self.timesteps}")
         if not 0.0 <= self.target.gain_pooling <= 1.0:
             problems.append(f"target.gain_pooling {self.target.gain_pooling} not in [0, 1]")
+        lo, hi = self.brightness_range if len(self.brightness_range) == 2 else (1.0, 0.0)
+        if not 0.0 <= lo <= hi <= 1.0:
+            problems.append(f"brightness_range {list(self.brightness_range)} is not two values 0 <= low <= high <= 1")
         if not 0.0 <= self.reference_mean <= 1.0:
             problems.append(f"reference_mean {self.reference_mean} not in [0, 1]")
         elif self.value_scale is not ValueScale.BIT_DEPTH and self.reference_mean == 0.0:

@@ -69,13 +69,14 @@ class FuseOptions:
             if not ok:
                 raise ConfigError(problem, name)
 
-    def resolved_value_scale(self, spec: ModelSpec, depth: "BitDepth") -> ValueScale:
-        """BIT_DEPTH or SCENE_MEAN: the option, else the model's default, AUTO decided by whether the bit depth
-        was stated; SCENE_MEAN needs the model's ``reference_mean``."""
+    def requested_value_scale(self, spec: ModelSpec, depth: "BitDepth") -> ValueScale:
+        """The option, else the model's default; AUTO with a stated bit depth is BIT_DEPTH, with a guessed one it
+        stays AUTO (``Radiometry.of`` decides from the scene's brightness). Anything but BIT_DEPTH needs the
+        model's ``reference_mean``."""
         value_scale = spec.value_scale if self.value_scale is None else ValueScale(self.value_scale)
-        if value_scale is ValueScale.AUTO:
-            value_scale = ValueScale.BIT_DEPTH if depth.stated else ValueScale.SCENE_MEAN
-        if value_scale is ValueScale.SCENE_MEAN and not spec.reference_mean:
+        if value_scale is ValueScale.AUTO and depth.stated:
+            return ValueScale.BIT_DEPTH
+        if value_scale is not ValueScale.BIT_DEPTH and not spec.reference_mean:
             raise ConfigError("the model has no reference_mean (exported before scene-mean scaling); "
                               "use value_scale bit_depth or re-export it", "value_scale")
         return value_scale
@@ -123,15 +124,20 @@ class Radiometry:
 
     full_scale: float  # 2**bits − 1 of the inputs: the largest value read or written
     unit: float  # DN per network unit: the full scale (BIT_DEPTH) or mean MS DN ÷ reference_mean (SCENE_MEAN)
+    value_scale: ValueScale = ValueScale.BIT_DEPTH  # which of the two ``unit`` is
 
     @classmethod
-    def of(cls, spec: ModelSpec, value_scale: ValueScale, scale: float, moments: MatchMoments) -> "Radiometry":
-        """The scene's radiometry under a resolved ``value_scale`` from its full ``scale`` and its ``moments``
-        (MS normalised by ``scale``). A scene without signal keeps the full scale."""
-        if value_scale is ValueScale.BIT_DEPTH:
+    def of(cls, spec: ModelSpec, value_scale: ValueScale, scale: float,
+           moments: MatchMoments | None) -> "Radiometry":
+        """The scene's radiometry under a requested ``value_scale`` (``FuseOptions.requested_value_scale``) from
+        its full ``scale`` and its ``moments`` (MS normalised by ``scale``; None only for BIT_DEPTH). AUTO keeps
+        the full scale when it puts the scene's mean MS inside the model's ``brightness_range``. A scene without
+        signal keeps the full scale."""
+        mean = 0.0 if moments is None else moments.ms_mean()
+        lo, hi = spec.brightness_range
+        if value_scale is ValueScale.BIT_DEPTH or mean <= 0 or value_scale is ValueScale.AUTO and lo <= mean <= hi:
             return cls(scale, scale)
-        mean = moments.ms_mean()
-        return cls(scale, scale * mean / spec.reference_mean if mean > 0 else scale)
+        return cls(scale, scale * mean / spec.reference_mean, ValueScale.SCENE_MEAN)
 
     @property
     def from_full_scale(self) -> float:
@@ -345,10 +351,9 @@ def arrays_radiometry(spec: ModelSpec, options: FuseOptions, ms: np.ndarray, pan
     """The radiometry of an in-memory scene, ms (h, w, C) and pan (rh, rw[, k]) in DN: its bit depth
     (``resolve_bit_depth``) and, under ``ValueScale.SCENE_MEAN``, its mean MS."""
     depth = resolve_bit_depth(options, spec, ms, pan)
-    scale, value_scale = full_scale(depth.bits), options.resolved_value_scale(spec, depth)
-    if value_scale is ValueScale.BIT_DEPTH:
-        return Radiometry(scale, scale)
-    return Radiometry.of(spec, value_scale, scale, scene_moments(ms, pan, spec.ratio, scale))
+    scale, value_scale = full_scale(depth.bits), options.requested_value_scale(spec, depth)
+    moments = None if value_scale is ValueScale.BIT_DEPTH else scene_moments(ms, pan, spec.ratio, scale)
+    return Radiometry.of(spec, value_scale, scale, moments)
 
 
 def fuse_arrays(ms: np.ndarray, pan: np.ndarray, model: DenoiserLike | str | os.PathLike,

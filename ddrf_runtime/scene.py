@@ -3,9 +3,9 @@
 Three layers, like rio-pansharpen: ``pipeline.prepare_batch``/``denoise_batch`` are the per-tile math;
 ``_prepare`` (reader threads) reads one batch of windows and conditions it, ``_StripWriter`` (a writer thread)
 writes a finished strip; ``fuse_scene`` validates the pair, measures the scene statistics the model's base and
-input scaling need (``_scene_statistics``), builds the output profile from the inputs, streams strips into a temporary
-GeoTIFF, turns it into a Cloud-Optimized GeoTIFF and renames it into place — so the output path only ever holds a
-complete file. The network runs on the calling thread, between the two.
+input scaling need (``_scene_statistics``), builds the output profile from the inputs, streams strips into a
+temporary GeoTIFF, turns it into a Cloud-Optimized GeoTIFF and renames it into place — so the output path only
+ever holds a complete file. The network runs on the calling thread, between the two.
 
 ``fuse_scene`` is a pure function of paths and a picklable ``SceneConfig``: ready for a Ray/multiprocess map.
 """
@@ -36,8 +36,8 @@ from .datapaths import MODELS_DIR
 from .detail_base import MatchMoments, SceneBase, box_mean, fit_gains, fit_window
 from .errors import ConfigError, InputError, ModelError, OutputError
 from .model_spec import ModelSpec, ValueScale
-from .pipeline import (BatchInputs, BitDepth, FuseOptions, Radiometry, denoise_batch, full_scale, make_grid, output_channels,
-                       prepare_batch, tiles_per_call)
+from .pipeline import (BatchInputs, BitDepth, FuseOptions, Radiometry, denoise_batch, full_scale, make_grid,
+                       output_channels, prepare_batch, tiles_per_call)
 from .raster_io import (RasterPair, _first_line, atomic_output, bit_depth_for_max, check_output_path,
                         declared_bit_depth, inspect_pair)
 from .session import Device
@@ -380,7 +380,7 @@ def fuse_scene(ms_path: str | os.PathLike, pan_path: str | os.PathLike, out_path
         raise ConfigError(str(e), model_path) from None
     depth = resolve_scene_bit_depth(pair, options.bit_depth)
     try:
-        value_scale = options.resolved_value_scale(spec, depth)
+        value_scale = options.requested_value_scale(spec, depth)
     except ConfigError as e:  # the option does not suit this model
         raise ConfigError(str(e), model_path) from None
     scale = full_scale(depth.bits)
@@ -427,7 +427,7 @@ def fuse_scene(ms_path: str | os.PathLike, pan_path: str | os.PathLike, out_path
         "backend": Backend(config.backend).value, "providers": list(denoiser.providers_used),
         "versions": dict(denoiser.versions), "bands": list(spec.bands), "ratio": pair.ratio,
         "bit_depth": depth.bits, "bit_depth_source": depth.source, "steps": steps,
-        "value_scale": {"kind": value_scale.value, "unit": round(radiometry.unit, 4),  # DN per network unit, and why
+        "value_scale": {"kind": radiometry.value_scale.value, "unit": round(radiometry.unit, 4),  # DN per unit, why
                         "setting": ValueScale(options.value_scale or spec.value_scale).value},
         "tiles": len(grid.tiles), "tile_shape": list(grid.tile_shape), "options": asdict(options),
         "base": {"kind": spec.target.base.value,  # what the network's residual corrects, and its scene statistics

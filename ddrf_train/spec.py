@@ -40,8 +40,8 @@ def build_spec(config: ExperimentConfig, payload: Mapping[str, Any], checkpoint:
                default_steps: int = 1, opset: int = DEFAULT_OPSET) -> ModelSpec:
     """The spec of a checkpoint read by ``read_checkpoint`` (``payload``, ``config``) from ``checkpoint``.
 
-    Bands (channel order), ratio, default bit depth, reference brightness and default input scaling are the
-    training family's (``ddrf_runtime.bands.FAMILIES``). ``objective`` is always x0: ``Denoiser.forward``
+    Bands (channel order), ratio, default bit depth, reference brightness and range, and default input scaling
+    are the training family's (``ddrf_runtime.bands.FAMILIES``). ``objective`` is always x0: ``Denoiser.forward``
     converts eps/v outputs in the graph itself. Raises ModelError (naming ``checkpoint``) when ``default_steps``
     is outside 1..T.
     """
@@ -59,6 +59,7 @@ def build_spec(config: ExperimentConfig, payload: Mapping[str, Any], checkpoint:
         default_bit_depth=layout.bit_depth,
         value_scale=ValueScale(layout.value_scale),
         reference_mean=layout.reference_mean,
+        brightness_range=layout.brightness_range,
         opset=opset,
         checkpoint_sha256=file_sha256(checkpoint),
         training_data=training_summary(config, int(payload["step"])),

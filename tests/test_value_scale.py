@@ -12,7 +12,7 @@ import rasterio
 from ddrf_runtime import bands, datasets, splits
 from ddrf_runtime.errors import ConfigError, ModelError
 from ddrf_runtime.model_spec import ModelSpec, ValueScale
-from ddrf_runtime.pipeline import FuseOptions, arrays_radiometry, fuse_arrays
+from ddrf_runtime.pipeline import FuseOptions, arrays_radiometry, fuse_arrays, scene_moments
 from ddrf_runtime.scene import SceneConfig, fuse_scene
 from ddrf_runtime.session import Denoiser
 from ddrf_runtime.target import TargetSpec
@@ -131,17 +131,23 @@ def test_scene_mean_needs_a_reference_mean(tmp_path):
 
 
 def test_spec_round_trips_the_value_scale():
-    back = ModelSpec.from_json(SCENE_SPEC.to_json())
-    assert (back.value_scale, back.reference_mean) == (ValueScale.SCENE_MEAN, REF)
+    spec = dataclasses.replace(SCENE_SPEC, brightness_range=(0.07, 0.28))
+    back = ModelSpec.from_json(spec.to_json())
+    assert (back.value_scale, back.reference_mean, back.brightness_range) == (ValueScale.SCENE_MEAN, REF, (0.07, 0.28))
+    with pytest.raises(ModelError, match="brightness_range"):
+        dataclasses.replace(spec, brightness_range=(0.3, 0.1)).validate()
 
 
 @pytest.mark.parametrize("family", ["4band", "8band"])
-def test_family_reference_mean_is_the_median_training_pair(data_dir, family):
-    """The stored constant is what its definition gives on the shared training split."""
+def test_family_brightness_constants_are_the_training_pairs(data_dir, family):
+    """The stored reference (median) and range (darkest, brightest) are what their definitions give on the shared
+    training split: the mean MS of each pair's LR input, as the runtime measures a scene."""
     fam = bands.FAMILIES[family]
-    means = [float(p.gt.mean()) / p.full_scale for p in datasets.reduced_resolution_split(family, "train")]
+    means = [scene_moments(p.ms_lr, p.pan, p.ratio, p.full_scale).ms_mean()
+             for p in datasets.reduced_resolution_split(family, "train")]
     assert len(means) == len(splits.split_regions(family, "train"))
     assert fam.reference_mean == pytest.approx(float(np.median(means)), abs=0.001)
+    assert fam.brightness_range == pytest.approx((min(means), max(means)), abs=0.001)
 
 
 def test_training_pairs_in_scene_mean_units_match_the_runtime(data_dir):
@@ -181,19 +187,27 @@ def test_cli_value_scale_option_reaches_the_report(tmp_path, fakes, cli):
         assert got["kind"] == choice and got["unit"] == pytest.approx(unit, rel=1e-3)
 
 
-@pytest.mark.parametrize("stated", [True, False])
-def test_auto_trusts_a_stated_bit_depth_and_normalises_a_guessed_one(tmp_path, stated):
-    auto = Denoiser(make_model(tmp_path / "auto.onnx", "zero", spec=dataclasses.replace(SCENE_SPEC,
-                                                                                        value_scale=ValueScale.AUTO)))
-    ms, pan = _scene()
+@pytest.mark.parametrize("stated, plausible, kind", [
+    (True, False, "bit_depth"),  # a stated bit depth is trusted, however dark it makes the scene
+    (False, True, "bit_depth"),  # a guess that makes the scene as bright as a training scene is kept
+    (False, False, "scene_mean"),  # any other guess is not
+])
+def test_auto_trusts_a_stated_or_plausible_bit_depth(tmp_path, stated, plausible, kind):
+    # the scene's mean MS is 0.23 of the 11-bit full scale and (for the GeoTIFF, whose maximum guesses 10 bits) 0.46
+    ms, pan = _scene(peak=900)
+    mean = float(ms.mean()) / 2047.0
+    spec = dataclasses.replace(SCENE_SPEC, value_scale=ValueScale.AUTO,
+                               brightness_range=(mean - 0.05, mean + 0.05) if plausible else (0.5, 0.6))
+    auto = Denoiser(make_model(tmp_path / "auto.onnx", "zero", spec=spec))
     options = FuseOptions(bit_depth=11 if stated else None)  # None: the model's default 11, a guess
     r = arrays_radiometry(auto.spec, options, ms, pan)
-    assert r.unit == (2047.0 if stated else pytest.approx(float(ms.mean()) / REF, rel=1e-5))
-    ms_path, pan_path = _write_pair(tmp_path, ms, pan)  # no NBITS tag: the data maximum decides, a guess
+    assert r.value_scale.value == kind
+    assert r.unit == (2047.0 if kind == "bit_depth" else pytest.approx(float(ms.mean()) / REF, rel=1e-5))
+    ms_path, pan_path = _write_pair(tmp_path, ms, pan)  # no NBITS tag: the data maximum (< 1024) guesses 10 bits
     config = SceneConfig(fuse=dataclasses.replace(FAST, bit_depth=11 if stated else None), model=auto.path)
     report = fuse_scene(ms_path, pan_path, tmp_path / "fused.tif", config)
-    assert report["value_scale"]["setting"] == "auto"
-    assert report["value_scale"]["kind"] == ("bit_depth" if stated else "scene_mean")
+    assert report["value_scale"]["setting"] == "auto" and report["bit_depth"] == (11 if stated else 10)
+    assert report["value_scale"]["kind"] == ("bit_depth" if stated else "scene_mean")  # 0.46: outside either range
 
 
 def test_cli_scene_mean_on_an_old_model_is_a_one_line_error(tmp_path, cli):
