@@ -244,7 +244,9 @@ class TrainConfig:
             out.append(("lr_decay_factor", "must be in (0, 1]"))
         if not 0.0 <= self.ema_decay < 1.0:
             out.append(("ema_decay", "must be in [0, 1)"))
-        if self.value_scale is ValueScale.SCENE_MEAN and not self.family.layout.reference_mean:
+        if self.value_scale is ValueScale.AUTO:
+            out.append(("value_scale", "must be bit_depth or scene_mean (training pairs state their bit depth)"))
+        elif self.value_scale is ValueScale.SCENE_MEAN and not self.family.layout.reference_mean:
             out.append(("value_scale", f"family {self.family.value} has no reference_mean for scene_mean"))
         return out
 

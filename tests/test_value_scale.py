@@ -173,6 +173,8 @@ def test_scene_mean_training_needs_a_family_reference():
     cfg = ExperimentConfig(train=TrainConfig(family=DataFamily.HS_PAN, value_scale=ValueScale.SCENE_MEAN))
     with pytest.raises(ConfigError, match="value_scale.*no reference_mean"):
         cfg.validate("x.toml")
+    with pytest.raises(ConfigError, match="value_scale.*bit_depth or scene_mean"):
+        ExperimentConfig(train=TrainConfig(value_scale=ValueScale.AUTO)).validate("x.toml")
 
 
 def test_cli_value_scale_option_reaches_the_report(tmp_path, fakes, cli):
