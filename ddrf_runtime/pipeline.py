@@ -145,10 +145,15 @@ class Radiometry:
         return self.full_scale / self.unit
 
 
+def _normalised(ms: np.ndarray, pan: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """ms (h, w, C) and a one-band pan (rh, rw[, 1]) in DN → (C, h, w) and (rh, rw) float32 ÷ ``scale``."""
+    ms_n = (ms.astype(np.float32) / np.float32(scale)).transpose(2, 0, 1)  # (C, h, w)
+    return ms_n, pan.reshape(pan.shape[:2]).astype(np.float32) / np.float32(scale)  # (rh, rw)
+
+
 def scene_moments(ms: np.ndarray, pan: np.ndarray, ratio: int, scale: float) -> MatchMoments:
     """``MatchMoments`` of a whole in-memory scene, ms (h, w, C) and pan (rh, rw[, 1]) in DN, ÷ ``scale``."""
-    ms_n = (ms.astype(np.float32) / np.float32(scale)).transpose(2, 0, 1)  # (C, h, w)
-    pan_n = pan.reshape(pan.shape[:2]).astype(np.float32) / np.float32(scale)  # (rh, rw)
+    ms_n, pan_n = _normalised(ms, pan, scale)
     return MatchMoments.of(ms_n, box_mean(pan_n, ratio))
 
 
@@ -158,11 +163,10 @@ def scene_base(target: TargetSpec, ms: np.ndarray, pan: np.ndarray, ratio: int, 
     ``fit_window`` (``Base.GLP_HPM_FIT``); None for bases that need no scene statistics."""
     if target.base not in (Base.GLP_HPM, Base.GLP_HPM_FIT):
         return None
-    offsets = scene_moments(ms, pan, ratio, scale).offsets()
+    ms_n, pan_n = _normalised(ms, pan, scale)  # (C, h, w), (rh, rw)
+    offsets = MatchMoments.of(ms_n, box_mean(pan_n, ratio)).offsets()
     if target.base is Base.GLP_HPM:
         return SceneBase(offsets)
-    ms_n = (ms.astype(np.float32) / np.float32(scale)).transpose(2, 0, 1)  # (C, h, w)
-    pan_n = pan.reshape(pan.shape[:2]).astype(np.float32) / np.float32(scale)  # (rh, rw)
     r0, c0, rows, cols = fit_window(ms.shape[0], ms.shape[1], ratio)
     window = ms_n[:, r0:r0 + rows, c0:c0 + cols], pan_n[r0 * ratio:(r0 + rows) * ratio, c0 * ratio:(c0 + cols) * ratio]
     return SceneBase(offsets, fit_gains(*window, ratio, target.base_gain, pooling=target.gain_pooling))

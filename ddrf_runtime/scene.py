@@ -203,15 +203,15 @@ def _scene_statistics(pair: RasterPair, spec: ModelSpec, value_scale: ValueScale
             ms, pan, valid = _read_ms_grid(ms_ds, pan_ds, pair, GridWindow(r0, 0, n, ms_cols), scale)
             total = total + MatchMoments.of(ms, box_mean(pan, r), valid)
         radiometry = Radiometry.of(spec, value_scale, scale, total)
-        to_unit = radiometry.from_full_scale
+        to_unit = np.float32(radiometry.from_full_scale)
         if not hpm:
             return radiometry, None
+        offsets = total.offsets() * to_unit  # (C,) in network units
         if target.base is Base.GLP_HPM:
-            return radiometry, SceneBase(total.offsets() * np.float32(to_unit))
+            return radiometry, SceneBase(offsets)
         ms, pan, valid = _read_ms_grid(ms_ds, pan_ds, pair, GridWindow(*fit_window(ms_rows, ms_cols, r)), scale)
-    gains = fit_gains(ms * np.float32(to_unit), pan * np.float32(to_unit), r, target.base_gain, valid,
-                      target.gain_pooling)
-    return radiometry, SceneBase(total.offsets() * np.float32(to_unit), gains)
+    gains = fit_gains(ms * to_unit, pan * to_unit, r, target.base_gain, valid, target.gain_pooling)
+    return radiometry, SceneBase(offsets, gains)
 
 
 def _read_ms_grid(ms_ds, pan_ds, pair: RasterPair, ms_win: GridWindow,
