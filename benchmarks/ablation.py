@@ -24,7 +24,7 @@ from typing import Callable
 import numba
 import torch
 
-from ddrf_runtime import datasets
+from ddrf_runtime.evaluation import datasets
 from ddrf_runtime.model_spec import Objective
 from ddrf_train.backend import TorchDenoiser
 from ddrf_train.checkpoint import read_checkpoint

@@ -29,10 +29,10 @@ import numba
 import numpy as np
 import torch
 
-from ddrf_runtime import baselines, datasets
+from ddrf_runtime.evaluation import baselines, datasets
 from ddrf_runtime.flip_ensemble import FlipEnsemble
 from ddrf_runtime.model_spec import ValueScale
-from ddrf_runtime.splits import FUSEBOX_PATH_ROWS, Region
+from ddrf_runtime.evaluation.splits import FUSEBOX_PATH_ROWS, Region
 from ddrf_runtime.target import Base
 from ddrf_train.backend import TorchDenoiser
 from ddrf_train.checkpoint import read_checkpoint
@@ -104,6 +104,8 @@ def _pooled(cfg: ExperimentConfig) -> ExperimentConfig:
 # The radiometric jitter lever (``ddrf_train.augment``): spreads chosen to cover the sensors' spread of
 # brightness (a 2× range of how much of the bit depth a scene uses), band calibration and PAN response.
 JITTER = RadiometricConfig(gain=0.35, band_gain=0.1, pan_gain=0.15, pan_noise=0.02)
+# The PAN spectral-response lever (``datasets.respectral``): another sensor's PAN follows the bands differently.
+PAN_RESPONSE = DegradationConfig(pan_copies=2, pan_mix=0.5, pan_tilt=1.0)
 VARIANTS = (
     Variant("base", "the fold config (4-band recipe)", lambda c: c),
     Variant("jitter", f"+ radiometric jitter {dataclasses.asdict(JITTER)}",
@@ -130,6 +132,10 @@ VARIANTS = (
             lambda c: dataclasses.replace(_pooled(c), degrade=DegradationConfig(coarse_copies=1))),
     Variant("hpm_fit_pool_jitter", f"hpm_fit_pool and radiometric jitter {dataclasses.asdict(JITTER)}",
             lambda c: dataclasses.replace(_pooled(c), augment=JITTER)),
+    Variant("hpm_fit_pool_jitter_pan", "hpm_fit_pool_jitter and 2 copies of every training pair whose PAN is "
+                                       "half a combination of the reference's bands, weights exp(±1) "
+                                       "(`[degrade] pan_copies = 2, pan_mix = 0.5, pan_tilt = 1`)",
+            lambda c: dataclasses.replace(_pooled(c), augment=JITTER, degrade=PAN_RESPONSE)),
     Variant("hpm_fit_pool_jitter_scene", "hpm_fit_pool_jitter trained on pairs in scene-mean units "
                                          "(`train.value_scale = \"scene_mean\"`), as the runtime feeds a scene "
                                          "under ValueScale.SCENE_MEAN",

@@ -11,7 +11,7 @@ whose bands, guide bands and ratio it was trained for, fused by the runtime's ``
 tiling and steps, seed 0, CPU), and, for a model with a classical base, that base alone ("DDRF base (x0 = 0)").
 
 Protocol: fused images are clipped to [0, full scale] (what a delivered product holds; the DDRF runtime
-clips too), no border is cropped, metrics follow ``ddrf_runtime.metrics`` (toolbox semantics).
+clips too), no border is cropped, metrics follow ``ddrf_runtime.evaluation.metrics`` (toolbox semantics).
 """
 from __future__ import annotations
 
@@ -24,10 +24,11 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from ddrf_runtime import bands, baselines, datasets, splits
+from ddrf_runtime import bands
+from ddrf_runtime.evaluation import baselines, datasets, splits
 from ddrf_runtime.backends import DenoiserLike
 from ddrf_runtime.flip_ensemble import FlipEnsemble
-from ddrf_runtime.metrics import full_resolution_metrics, reduced_resolution_metrics
+from ddrf_runtime.evaluation.metrics import full_resolution_metrics, reduced_resolution_metrics
 from ddrf_runtime.model_spec import ModelSpec, ValueScale
 from ddrf_runtime.pipeline import FuseOptions, fuse_arrays
 from ddrf_runtime.session import DenoiseFn, Denoiser
@@ -51,7 +52,7 @@ def ms_to_fuse(sample: Sample) -> np.ndarray:
 
 
 def classical_fuser(method: str) -> Fuser:
-    """A baseline of ``ddrf_runtime.baselines`` as a fuser."""
+    """A baseline of ``ddrf_runtime.evaluation.baselines`` as a fuser."""
     def fuse(sample: Sample) -> np.ndarray:
         return baselines.fuse(method, ms_to_fuse(sample), sample.pan, sample.ratio, sample.sensor)
     return fuse

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ddrf_runtime import baselines
+from ddrf_runtime.evaluation import baselines
 from ddrf_runtime.model_spec import ValueScale
 from ddrf_runtime.pipeline import FuseOptions, fuse_arrays
 from ddrf_runtime.session import Denoiser

@@ -4,7 +4,7 @@
 
 Every pair of ``reduced_resolution_split("4band", "test")`` is fused with ``fuse_arrays`` (ONNX Runtime CPU,
 default tiling, seed 0, the pair's bit depth) at 1, 2, 5, 10, 25 and 50 DDIM steps (quick: 1, 2, 5) and
-scored against its reference with ERGAS, SAM and Q2n (``ddrf_runtime.metrics``, fused image clipped as
+scored against its reference with ERGAS, SAM and Q2n (``ddrf_runtime.evaluation.metrics``, fused image clipped as
 delivered). Times are the fusion wall time summed over the split.
 """
 from __future__ import annotations
@@ -17,8 +17,8 @@ from pathlib import Path
 import numba
 import numpy as np
 
-from ddrf_runtime import datasets
-from ddrf_runtime.metrics import ergas, q2n, sam
+from ddrf_runtime.evaluation import datasets
+from ddrf_runtime.evaluation.metrics import ergas, q2n, sam
 from ddrf_runtime.pipeline import FuseOptions, fuse_arrays
 from ddrf_runtime.session import Denoiser, Device
 

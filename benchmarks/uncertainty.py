@@ -33,9 +33,10 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage, stats
 
-from ddrf_runtime import datasets, scene
+from ddrf_runtime import scene
+from ddrf_runtime.evaluation import datasets
 from ddrf_runtime.datapaths import DEMO_DIR, MODELS_DIR
-from ddrf_runtime.metrics import ergas, sam
+from ddrf_runtime.evaluation.metrics import ergas, sam
 from ddrf_runtime.pipeline import FuseOptions, arrays_radiometry, make_grid, sample_tiles, scene_base
 from ddrf_runtime.session import Denoiser, Device
 from ddrf_runtime.uncertainty import pool_spread, sample_statistics

@@ -567,7 +567,7 @@ def _after_fusion(pair: RasterPair, out_path: str, bands: tuple[str, ...], confi
         if h % 32 or w % 32:
             out["metrics"] = {"skipped": f"scene crop {h}×{w} is not a multiple of 32 PAN pixels"}
         else:
-            from .metrics import full_resolution_metrics
+            from .evaluation.metrics import full_resolution_metrics
             from .resample import upsample
             lms = upsample(ms, pair.ratio)
             vals = full_resolution_metrics(fused, lms, pan, "unknown", pair.ratio)

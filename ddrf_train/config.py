@@ -181,23 +181,28 @@ class RadiometricConfig:
 @dataclass(frozen=True)
 class DegradationConfig:
     """Extra Wald-protocol copies of every training pair (``ddrf_train.patches``): with other MS MTFs (a sensor's
-    MTF is what the network otherwise learns per sensor, and an unseen sensor brings its own), or on a coarser
-    ground grid (an unseen sensor's pixels cover another size of roofs, fields and streets)."""
+    MTF is what the network otherwise learns per sensor, and an unseen sensor brings its own), on a coarser
+    ground grid (an unseen sensor's pixels cover another size of roofs, fields and streets), or with a PAN of
+    another spectral response (which bands the PAN follows is the other thing a sensor fixes)."""
 
     mtf_copies: int = 0  # extra copies of each training pair, its reference re-degraded (0: off, the default)
     mtf_spread: float = 0.0  # each copy's MS Nyquist gains = the sensor's × exp(±spread), drawn per band
     coarse_copies: int = 0  # extra copies of each pair on a 2×, 4×, … coarser grid (datasets.coarsened; 0: off)
+    pan_copies: int = 0  # extra copies of each pair whose PAN follows other bands (datasets.respectral; 0: off)
+    pan_mix: float = 0.0  # share of such a copy's PAN made of the reference's bands (the rest: its real PAN)
+    pan_tilt: float = 0.0  # each copy's band weights are exp(±tilt), drawn per band
 
     def check(self) -> list[tuple[str, str]]:
-        out = [(k, "must be >= 0") for k in ("mtf_copies", "coarse_copies") if getattr(self, k) < 0]
-        return out + ([] if 0.0 <= self.mtf_spread <= 1.0 else [("mtf_spread", "must be in [0, 1]")])
+        out = [(k, "must be >= 0") for k in ("mtf_copies", "coarse_copies", "pan_copies") if getattr(self, k) < 0]
+        return out + [(k, f"must be in [0, {hi:g}]") for k, hi in (("mtf_spread", 1), ("pan_mix", 1), ("pan_tilt", 3))
+                      if not 0.0 <= getattr(self, k) <= hi]
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation, data and bookkeeping of one training run."""
 
-    family: DataFamily = DataFamily.FOUR_BAND  # training data band layout (ddrf_runtime.datasets family)
+    family: DataFamily = DataFamily.FOUR_BAND  # training data band layout (ddrf_runtime.evaluation.datasets family)
     weighting: Weighting = Weighting.SENSOR  # pair sampling: balance sensors (the pool is mostly Landsat-7)
     patch: int = 64  # side of a training crop in HRMS pixels (a multiple of the model's size_multiple)
     batch: int = 8  # crops per step

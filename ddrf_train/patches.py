@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ddrf_runtime.datasets import Pair, coarsened, redegrade
+from ddrf_runtime.evaluation.datasets import Pair, coarsened, redegrade, respectral
 from ddrf_runtime.detail_base import residual_base
 from ddrf_runtime.errors import ConfigError
 from ddrf_runtime.pipeline import scene_base, scene_moments
@@ -101,8 +101,9 @@ def _weights(scenes: Sequence[NormPair], weighting: Weighting) -> np.ndarray:
 def with_copies(pairs: Sequence[Pair], cfg: DegradationConfig, rng: np.random.Generator) -> list[Pair]:
     """The pairs, each followed by ``cfg.mtf_copies`` copies re-degraded through MTFs drawn around its sensor's
     (``datasets.redegrade``; gains × exp(±``cfg.mtf_spread``) per band) and by ``cfg.coarse_copies`` copies on
-    2×, 4×, … coarser grids (``datasets.coarsened``). A copy keeps its pair's sensor, so sensor-weighted sampling
-    shares the pair's weight among its copies."""
+    2×, 4×, … coarser grids (``datasets.coarsened``) and by ``cfg.pan_copies`` copies whose PAN follows the bands
+    by weights exp(±``cfg.pan_tilt``) (``datasets.respectral``). A copy keeps its pair's sensor, so
+    sensor-weighted sampling shares the pair's weight among its copies."""
     out: list[Pair] = []
     for p in pairs:
         out.append(p)
@@ -111,6 +112,9 @@ def with_copies(pairs: Sequence[Pair], cfg: DegradationConfig, rng: np.random.Ge
             out.append(redegrade(p, scale))
         out += [coarsened(p, 2**k) for k in range(1, cfg.coarse_copies + 1)
                 if min(p.gt.shape[:2]) >= 2**k * p.ratio * 2]
+        for _ in range(cfg.pan_copies):
+            weights = np.exp(rng.uniform(-cfg.pan_tilt, cfg.pan_tilt, size=p.gt.shape[-1]))  # (C,)
+            out.append(respectral(p, weights, cfg.pan_mix))
     return out
 
 

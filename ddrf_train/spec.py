@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Mapping
 
-from ddrf_runtime.splits import split_regions
+from ddrf_runtime.evaluation.splits import split_regions
 from ddrf_runtime.model_spec import ModelSpec, ValueScale
 
 from .config import ExperimentConfig

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ddrf_runtime.datasets import Pair, reduced_resolution_split
+from ddrf_runtime.evaluation.datasets import Pair, reduced_resolution_split
 from ddrf_runtime.errors import ConfigError, DdrfError
-from ddrf_runtime.metrics import ergas, sam
+from ddrf_runtime.evaluation.metrics import ergas, sam
 
 from .checkpoint import read_checkpoint, restore_rng, rng_state, save_checkpoint
 from .config import ExperimentConfig, load_config

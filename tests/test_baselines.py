@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import scipy.io as sio
 
-from ddrf_runtime.baselines import METHODS, fuse
-from ddrf_runtime.metrics import ergas
+from ddrf_runtime.evaluation.baselines import METHODS, fuse
+from ddrf_runtime.evaluation.metrics import ergas
 from ddrf_runtime.mtf import ms_gains, mtf_lowpass, pan_gain
 from ddrf_runtime.resample import decimate, upsample, wald_degrade
 

@@ -180,11 +180,11 @@ def test_base_fuser_delivers_the_models_base_of_the_whole_pair(data_dir, base) -
 
     from benchmarks._fixtures import BUNDLED
     from benchmarks.quality import base_fuser
-    from ddrf_runtime.datasets import reduced_resolution
+    from ddrf_runtime.evaluation.datasets import reduced_resolution
     from ddrf_runtime.detail_base import residual_base
     from ddrf_runtime.pipeline import scene_base
     from ddrf_runtime.session import Denoiser
-    from ddrf_runtime.splits import Region
+    from ddrf_runtime.evaluation.splits import Region
 
     spec = Denoiser(BUNDLED.with_suffix(".onnx"), "cpu").spec
     spec = dataclasses.replace(spec, target=dataclasses.replace(spec.target, base=base))

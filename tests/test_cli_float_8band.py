@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from ddrf_runtime import datasets
+from ddrf_runtime.evaluation import datasets
 from ddrf_runtime.datapaths import MODELS_DIR
 from ddrf_runtime.raster_io import bit_depth_for_max
 from rasterio.windows import Window

@@ -9,8 +9,8 @@ import pytest
 import rasterio
 import scipy.io
 
-from ddrf_runtime import datasets as ds
-from ddrf_runtime import splits
+from ddrf_runtime.evaluation import datasets as ds
+from ddrf_runtime.evaluation import splits
 from ddrf_runtime.errors import ConfigError, InputError
 from ddrf_runtime.mtf import ms_gains, mtf_lowpass, pan_gain
 from ddrf_runtime.resample import decimate, upsample, wald_degrade

@@ -6,20 +6,21 @@ import numpy as np
 import pytest
 import rasterio
 
-from ddrf_runtime import datasets, detail_base
-from ddrf_runtime.baselines import METHODS
-from ddrf_runtime.baselines import fuse as classical_fuse
+from ddrf_runtime import detail_base
+from ddrf_runtime.evaluation import datasets
+from ddrf_runtime.evaluation.baselines import METHODS
+from ddrf_runtime.evaluation.baselines import fuse as classical_fuse
 from ddrf_runtime.detail_base import (MatchMoments, SceneBase, box_mean, fit_gains, glp_lowpass, glp_modulation,
                                      match_offsets, residual_base)
 from ddrf_runtime.errors import ConfigError, ModelError
-from ddrf_runtime.metrics import ergas, sam
+from ddrf_runtime.evaluation.metrics import ergas, sam
 from ddrf_runtime.model_spec import ModelSpec
 from ddrf_runtime.pipeline import FuseOptions, fuse_arrays, scene_base
 from ddrf_runtime.resample import upsample, wald_degrade
 from ddrf_runtime import scene as scene_module
 from ddrf_runtime.scene import SceneConfig, fuse_scene
 from ddrf_runtime.session import Device
-from ddrf_runtime.splits import Region
+from ddrf_runtime.evaluation.splits import Region
 from ddrf_runtime.target import Base, TargetSpec
 
 from .onnx_fakes import SPEC, make_model

@@ -18,7 +18,7 @@ import onnxruntime as ort  # noqa: E402
 import rasterio  # noqa: E402
 
 from ddrf_runtime.backends import Backend  # noqa: E402
-from ddrf_runtime.datasets import Region, load_scene, reduced_resolution  # noqa: E402
+from ddrf_runtime.evaluation.datasets import Region, load_scene, reduced_resolution  # noqa: E402
 from ddrf_runtime.model_spec import METADATA_KEY, ModelSpec  # noqa: E402
 from ddrf_runtime.pipeline import FuseOptions, fuse_arrays  # noqa: E402
 from ddrf_runtime.scene import SceneConfig, fuse_scene  # noqa: E402

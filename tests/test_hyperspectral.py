@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import scipy.io
 
-from ddrf_runtime import datasets as ds
-from ddrf_runtime.metrics import full_resolution_metrics, reduced_resolution_metrics
+from ddrf_runtime.evaluation import datasets as ds
+from ddrf_runtime.evaluation.metrics import full_resolution_metrics, reduced_resolution_metrics
 from ddrf_runtime.model_spec import ModelSpec
 from ddrf_runtime.mtf import mtf_lowpass
 from ddrf_runtime.pipeline import FuseOptions, fuse_arrays, make_grid

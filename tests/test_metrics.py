@@ -13,7 +13,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy import ndimage
 from sewar import full_ref
 
-from ddrf_runtime import metrics as m
+from ddrf_runtime.evaluation import metrics as m
 from ddrf_runtime.errors import InputError
 
 RNG = np.random.default_rng(1234)

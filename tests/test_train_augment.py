@@ -1,14 +1,15 @@
 """The radiometric jitter lever: off changes nothing; on, it scales a band's lms and gt alike, moves the PAN
 relative to the MS, and is reproducible from the sampler's Generator. The MTF lever: Wald copies of a pair through
-other MS MTFs. The scale lever: copies on a coarser ground grid."""
+other MS MTFs. The scale lever: copies on a coarser ground grid. The PAN-response lever: copies whose PAN follows
+other bands."""
 import numpy as np
 import pytest
 
 pytest.importorskip("torch")
 
-from ddrf_runtime.datasets import Pair, coarsened, redegrade, reduced_resolution  # noqa: E402
+from ddrf_runtime.evaluation.datasets import Pair, coarsened, redegrade, reduced_resolution, respectral  # noqa: E402
 from ddrf_runtime.errors import ConfigError  # noqa: E402
-from ddrf_runtime.splits import Region  # noqa: E402
+from ddrf_runtime.evaluation.splits import Region  # noqa: E402
 from ddrf_runtime.target import TargetSpec  # noqa: E402
 from ddrf_train.augment import jitter  # noqa: E402
 from ddrf_train.config import ExperimentConfig, RadiometricConfig, Weighting  # noqa: E402
@@ -136,3 +137,46 @@ def test_sampler_adds_coarse_copies_only_where_they_stay_large_enough():
                            cfg.degrade)
     assert [(s.name, s.shape) for s in sampler.scenes] == [
         ("big", (64, 64)), ("big@1/2", (32, 32)), ("big@1/4", (16, 16)), ("small", (16, 16))]
+
+
+# --- the PAN spectral-response lever: copies whose PAN follows other bands ---
+
+
+def test_respectral_mixes_a_band_combination_into_the_pan_at_the_pans_mean_and_contrast(data_dir):
+    pair = reduced_resolution("osman", 4, Region("osman", (0, 128), (0, 128)), 4)
+    np.testing.assert_allclose(respectral(pair, np.ones(4), 0.0).pan, pair.pan, rtol=1e-6)
+    nir = respectral(pair, np.array([0.0, 0.0, 0.0, 1.0]), 1.0)  # a PAN that is the NIR band, rescaled
+    assert abs(nir.pan.mean() - pair.pan.mean()) < 1e-3 * pair.pan.mean()
+    assert abs(nir.pan.std() - pair.pan.std()) < 1e-3 * pair.pan.std()
+    corr = {k: np.corrcoef(p.pan.ravel(), pair.gt[..., 3].ravel())[0, 1] for k, p in (("real", pair), ("nir", nir))}
+    assert corr["nir"] > 0.999 > corr["real"]
+    half = respectral(pair, np.array([0.0, 0.0, 0.0, 1.0]), 0.5)
+    assert corr["real"] < np.corrcoef(half.pan.ravel(), pair.gt[..., 3].ravel())[0, 1] < corr["nir"]
+    np.testing.assert_array_equal(half.gt, pair.gt)  # only the PAN changes
+    np.testing.assert_array_equal(half.lms, pair.lms)
+    assert half.name != pair.name and half.sensor == pair.sensor
+
+
+def test_respectral_needs_a_one_band_pan():
+    gt = np.ones((8, 8, 4), np.float32)
+    pair = Pair("hs", "HS", 12, ("B", "G", "R", "NIR"), 4, gt, np.ones((8, 8, 2), np.float32), gt, gt[::4, ::4])
+    with pytest.raises(ConfigError, match="hs: .*1-band PAN"):
+        respectral(pair, np.ones(4), 0.5)
+
+
+def test_sampler_adds_pan_copies_whose_pan_alone_differs():
+    rng = np.random.default_rng(0)
+    gt = rng.uniform(100, 900, (32, 32, 4)).astype(np.float32)
+    pair = Pair("a", "WV2", 11, ("B", "G", "R", "NIR"), 4, gt * 0.98, gt.mean(-1), gt, gt[::4, ::4])
+    cfg = ExperimentConfig.from_dict({"train": {"patch": 16},
+                                      "degrade": {"pan_copies": 2, "pan_mix": 0.5, "pan_tilt": 1.0}})
+    sampler = PatchSampler([pair], 16, 4, Weighting.SENSOR, TargetSpec(), np.random.default_rng(5), cfg.augment,
+                           cfg.degrade)
+    first, *copies = sampler.scenes
+    assert len(copies) == 2 and all(c.name.startswith("a@pan0.50[") for c in copies)
+    assert not np.allclose(copies[0].pan, first.pan) and not np.allclose(copies[0].pan, copies[1].pan)
+    assert all(np.array_equal(c.gt, first.gt) and np.array_equal(c.lms, first.lms) for c in copies)
+    with pytest.raises(ConfigError, match="degrade.pan_mix"):
+        ExperimentConfig.from_dict({"degrade": {"pan_mix": 1.5}})
+    with pytest.raises(ConfigError, match="degrade.pan_copies"):
+        ExperimentConfig.from_dict({"degrade": {"pan_copies": -1}})

@@ -5,7 +5,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from ddrf_runtime.datasets import Region, reduced_resolution  # noqa: E402
+from ddrf_runtime.evaluation.datasets import Region, reduced_resolution  # noqa: E402
 from ddrf_runtime.errors import ConfigError, ModelError  # noqa: E402
 from ddrf_train.checkpoint import load_denoiser, read_checkpoint, release, save_checkpoint  # noqa: E402
 from ddrf_train.config import load_config  # noqa: E402

@@ -4,8 +4,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from ddrf_runtime.datasets import Region, reduced_resolution  # noqa: E402
-from ddrf_runtime.metrics import sam  # noqa: E402
+from ddrf_runtime.evaluation.datasets import Region, reduced_resolution  # noqa: E402
+from ddrf_runtime.evaluation.metrics import sam  # noqa: E402
 from ddrf_runtime.schedule import cosine_alphas_cumprod, ddim_timesteps  # noqa: E402
 from ddrf_train import sample  # noqa: E402
 from ddrf_train.config import ExperimentConfig  # noqa: E402

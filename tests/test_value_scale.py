@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import rasterio
 
-from ddrf_runtime import bands, datasets, splits
+from ddrf_runtime import bands
+from ddrf_runtime.evaluation import datasets, splits
 from ddrf_runtime.errors import ConfigError, ModelError
 from ddrf_runtime.model_spec import ModelSpec, ValueScale
 from ddrf_runtime.pipeline import FuseOptions, arrays_radiometry, fuse_arrays, scene_moments

@@ -8,7 +8,7 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Mapping, NamedTuple
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 class Region(NamedTuple):

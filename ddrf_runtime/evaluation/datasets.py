@@ -76,7 +76,7 @@ Decisions, with the evidence behind them
   every family and for D_λ was preferred. The ALI-MS guide stays as it is (it is already on the reference
   grid); the ALI PAN is reduced onto the HS grid with the default PAN gain 0.15, like any PAN.
 
-Splits (``ddrf_runtime.splits.SPLITS``)
+Splits (``ddrf_runtime.evaluation.splits.SPLITS``)
 ---------------------------------------
 Splits are by scene, path/row or MS column strip, and a region is cropped BEFORE any filtering, so no
 test pixel reaches a training pair, not even through a 41-tap filter's support. FuseBox scenes of one
@@ -119,12 +119,12 @@ import numpy as np
 import rasterio
 import scipy.io
 
-from .bands import CANONICAL_FIRST, FAMILIES, HYPERION_BANDS, WV_NATIVE, canonical_order
-from .datapaths import data_root
-from .errors import ConfigError, InputError
-from .mtf import ms_gains, mtf_lowpass, pan_gain
-from .raster_io import bit_depth_for_max
-from .resample import decimate, upsample
+from ..bands import CANONICAL_FIRST, FAMILIES, HYPERION_BANDS, WV_NATIVE, canonical_order
+from ..datapaths import data_root
+from ..errors import ConfigError, InputError
+from ..mtf import ms_gains, mtf_lowpass, pan_gain
+from ..raster_io import bit_depth_for_max
+from ..resample import decimate, upsample
 from .splits import Region, split_regions
 
 _L7_NATIVE = ("R", "G", "B", "NIR", "SWIR1", "SWIR2")
@@ -446,6 +446,22 @@ def redegrade(pair: Pair, gain_scale: np.ndarray) -> Pair:
     ms_lr, lms = _reduce_ms(pair.gt, gains, pair.ratio)
     label = ",".join(f"{g:.2f}" for g in gains)
     return replace(pair, name=f"{pair.name}@mtf[{label}]", lms=lms, ms_lr=ms_lr)
+
+
+def respectral(pair: Pair, weights: np.ndarray, mix: float) -> Pair:
+    """``pair`` as a sensor whose PAN has another spectral response: its PAN mixed, ``mix`` to 1 − ``mix``, with
+    the reference's bands combined by ``weights`` (C,) and matched to the PAN's mean and contrast. A real PAN is
+    such a combination of the ground's spectra, so the copy keeps real detail and changes which bands its PAN
+    follows, which the network would otherwise learn per sensor. Needs a 1-band PAN."""
+    if pair.pan.ndim != 2:
+        raise ConfigError(f"{pair.name}: a PAN spectral-response copy needs a 1-band PAN, not {pair.pan.shape[2]}")
+    w = np.asarray(weights, dtype=np.float64)
+    synth = pair.gt.astype(np.float64) @ (w / w.sum())  # (H, W)
+    pan = pair.pan.astype(np.float64)
+    synth = (synth - synth.mean()) * (pan.std() / max(float(synth.std()), 1e-12)) + pan.mean()
+    mixed = np.clip((1.0 - mix) * pan + mix * synth, 0.0, None).astype(np.float32)
+    label = ",".join(f"{v:.2f}" for v in w / w.sum())
+    return replace(pair, name=f"{pair.name}@pan{mix:.2f}[{label}]", pan=mixed)
 
 
 def coarsened(pair: Pair, factor: int) -> Pair:
