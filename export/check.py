@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ddrf_runtime.backends import DenoiserLike
-from ddrf_runtime.datasets import Pair
+from ddrf_runtime.evaluation.datasets import Pair
 from ddrf_runtime.detail_base import SceneBase, residual_base
 from ddrf_runtime.pipeline import scene_base
 from ddrf_runtime.sampler import sample_ddim

@@ -35,7 +35,7 @@ from onnxscript import opset23 as op
 from torch.export import Dim
 
 from ddrf_runtime.backends import DenoiserLike
-from ddrf_runtime.datasets import reduced_resolution_split
+from ddrf_runtime.evaluation.datasets import reduced_resolution_split
 from ddrf_runtime.errors import ConfigError, DdrfError, ModelError, OutputError
 from ddrf_runtime.model_spec import METADATA_KEY, ModelSpec
 from ddrf_runtime.pipeline import DEFAULT_TILE
