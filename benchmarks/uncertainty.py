@@ -37,7 +37,7 @@ from ddrf_runtime import scene
 from ddrf_runtime.evaluation import datasets
 from ddrf_runtime.datapaths import DEMO_DIR, MODELS_DIR
 from ddrf_runtime.evaluation.metrics import ergas, sam
-from ddrf_runtime.pipeline import FuseOptions, arrays_radiometry, make_grid, sample_tiles, scene_base
+from ddrf_runtime.pipeline import FuseOptions, arrays_statistics, make_grid, sample_tiles
 from ddrf_runtime.session import Denoiser, Device
 from ddrf_runtime.uncertainty import pool_spread, sample_statistics
 
@@ -83,8 +83,7 @@ def draw_samples(denoiser: Denoiser, pair: datasets.Pair, steps: int, eta: float
     grid = make_grid(denoiser.spec, options, pair.pan.shape[0], pair.pan.shape[1])
     if len(grid.tiles) != 1:
         raise ValueError(f"{pair.name} spans {len(grid.tiles)} tiles; this benchmark needs one tile per pair")
-    tile, radiometry = grid.tiles[0], arrays_radiometry(denoiser.spec, options, pair.ms_lr, pair.pan)
-    scene = scene_base(denoiser.spec.target, pair.ms_lr, pair.pan, pair.ratio, radiometry.unit)
+    tile, (radiometry, scene) = grid.tiles[0], arrays_statistics(denoiser.spec, options, pair.ms_lr, pair.pan)
     out = sample_tiles(grid, [tile], [pair.ms_lr[tile.ms.slices]], [pair.pan[tile.pan.slices]], denoiser,
                        options, radiometry=radiometry, scene=scene)  # (1, N, th, tw, C)
     return out[0, :, :tile.read.height, :tile.read.width]

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -171,6 +172,23 @@ class SceneBase:
         if self.gains is not None:
             out["gains"] = [round(float(v), 4) for v in self.gains]
         return out
+
+
+def scene_statistics(target: TargetSpec, moments: MatchMoments, to_unit: float, ratio: int,
+                     fit_inputs: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray | None]]) -> SceneBase | None:
+    """The scene's base statistics in network units (None for bases that need none), one rule for a scene in
+    memory and one read block by block: the offsets from its ``moments`` (normalised by the full scale, the unit
+    ``MAX_OFFSET`` is in) × ``to_unit``, and for ``Base.GLP_HPM_FIT`` the detail gains fitted on what
+    ``fit_inputs()`` returns, called only then: the ``fit_window``'s ms (C, h, w) and pan (ratio·h, ratio·w)
+    normalised like the moments, and its valid MS pixels (h, w) (None: all)."""
+    if not target.base.needs_scene_statistics:
+        return None
+    unit = np.float32(to_unit)
+    offsets = moments.offsets() * unit  # (C,)
+    if target.base is Base.GLP_HPM:
+        return SceneBase(offsets)
+    ms, pan, valid = fit_inputs()
+    return SceneBase(offsets, fit_gains(ms * unit, pan * unit, ratio, target.base_gain, valid, target.gain_pooling))
 
 
 def glp_lowpass(pan: np.ndarray, ratio: int, gain: float) -> np.ndarray:

@@ -22,10 +22,11 @@ from .resample import UPSAMPLE_REACH, upsample
 from .sampler import sample_ddim
 from .schedule import ddim_timesteps
 from .backends import DenoiserLike
-from .detail_base import MatchMoments, SceneBase, base_context, box_mean, fit_gains, fit_window, residual_base
+from .detail_base import (MatchMoments, SceneBase, base_context, box_mean, fit_window, residual_base,
+                          scene_statistics)
 from .model_spec import ValueScale
 from .session import Denoiser
-from .target import Base, TargetSpec
+from .target import TargetSpec
 from .tiling import Tile, TileGrid, pad_symmetric, tile_noise
 from .uncertainty import pool_spread, sample_statistics, spread_bands, spread_channels
 from .wavelets import wavelet_condition
@@ -158,18 +159,22 @@ def scene_moments(ms: np.ndarray, pan: np.ndarray, ratio: int, scale: float) -> 
 
 
 def scene_base(target: TargetSpec, ms: np.ndarray, pan: np.ndarray, ratio: int, scale: float) -> SceneBase | None:
-    """The base statistics of a whole in-memory scene, ms (h, w, C) and pan (rh, rw) in DN, normalised by
-    ``scale`` (the network unit): the histogram-matching offsets (GLP-HPM bases), and the detail gains fitted on
-    ``fit_window`` (``Base.GLP_HPM_FIT``); None for bases that need no scene statistics."""
-    if target.base not in (Base.GLP_HPM, Base.GLP_HPM_FIT):
+    """The base statistics (``detail_base.scene_statistics``) of a whole in-memory scene, ms (h, w, C) and pan
+    (rh, rw) in DN, normalised by ``scale`` (the network unit); None for bases that need none."""
+    if not target.base.needs_scene_statistics:
         return None
     ms_n, pan_n = _normalised(ms, pan, scale)  # (C, h, w), (rh, rw)
-    offsets = MatchMoments.of(ms_n, box_mean(pan_n, ratio)).offsets()
-    if target.base is Base.GLP_HPM:
-        return SceneBase(offsets)
-    r0, c0, rows, cols = fit_window(ms.shape[0], ms.shape[1], ratio)
-    window = ms_n[:, r0:r0 + rows, c0:c0 + cols], pan_n[r0 * ratio:(r0 + rows) * ratio, c0 * ratio:(c0 + cols) * ratio]
-    return SceneBase(offsets, fit_gains(*window, ratio, target.base_gain, pooling=target.gain_pooling))
+    return _array_statistics(target, ms_n, pan_n, ratio, MatchMoments.of(ms_n, box_mean(pan_n, ratio)), 1.0)
+
+
+def _array_statistics(target: TargetSpec, ms_n: np.ndarray, pan_n: np.ndarray, ratio: int, moments: MatchMoments,
+                      to_unit: float) -> SceneBase | None:
+    """``scene_statistics`` of normalised arrays ms_n (C, h, w) and pan_n (rh, rw) with their ``moments``."""
+    def fit_inputs() -> tuple[np.ndarray, np.ndarray, None]:
+        r0, c0, rows, cols = fit_window(ms_n.shape[1], ms_n.shape[2], ratio)
+        return (ms_n[:, r0:r0 + rows, c0:c0 + cols],
+                pan_n[r0 * ratio:(r0 + rows) * ratio, c0 * ratio:(c0 + cols) * ratio], None)
+    return scene_statistics(target, moments, to_unit, ratio, fit_inputs)
 
 
 def condition_tile(grid: TileGrid, tile: Tile, ms_read: np.ndarray, pan_read: np.ndarray, scale: float,
@@ -351,13 +356,19 @@ def resolve_bit_depth(options: FuseOptions, spec: ModelSpec, ms: np.ndarray, pan
     return depth
 
 
-def arrays_radiometry(spec: ModelSpec, options: FuseOptions, ms: np.ndarray, pan: np.ndarray) -> Radiometry:
-    """The radiometry of an in-memory scene, ms (h, w, C) and pan (rh, rw[, k]) in DN: its bit depth
-    (``resolve_bit_depth``) and, under ``ValueScale.SCENE_MEAN``, its mean MS."""
+def arrays_statistics(spec: ModelSpec, options: FuseOptions, ms: np.ndarray,
+                      pan: np.ndarray) -> tuple[Radiometry, SceneBase | None]:
+    """The radiometry of an in-memory scene, ms (h, w, C) and pan (rh, rw[, k]) in DN — its bit depth
+    (``resolve_bit_depth``) and, unless ``ValueScale.BIT_DEPTH``, its mean MS — and its base statistics (as
+    ``scene_base`` in the network unit): what ``scene`` sums block by block for a raster, from one pass here."""
     depth = resolve_bit_depth(options, spec, ms, pan)
     scale, value_scale = full_scale(depth.bits), options.requested_value_scale(spec, depth)
-    moments = None if value_scale is ValueScale.BIT_DEPTH else scene_moments(ms, pan, spec.ratio, scale)
-    return Radiometry.of(spec, value_scale, scale, moments)
+    if value_scale is ValueScale.BIT_DEPTH and not spec.target.base.needs_scene_statistics:
+        return Radiometry(scale, scale), None
+    ms_n, pan_n = _normalised(ms, pan, scale)  # (C, h, w), (rh, rw)
+    moments = MatchMoments.of(ms_n, box_mean(pan_n, spec.ratio))
+    radiometry = Radiometry.of(spec, value_scale, scale, moments)
+    return radiometry, _array_statistics(spec.target, ms_n, pan_n, spec.ratio, moments, radiometry.from_full_scale)
 
 
 def fuse_arrays(ms: np.ndarray, pan: np.ndarray, model: DenoiserLike | str | os.PathLike,
@@ -379,9 +390,8 @@ def fuse_arrays_with_spread(ms: np.ndarray, pan: np.ndarray, model: DenoiserLike
     denoiser = Denoiser(model) if isinstance(model, (str, os.PathLike)) else model
     spec = denoiser.spec
     _check_arrays(ms, pan, spec)
-    radiometry = arrays_radiometry(spec, options, ms, pan)
+    radiometry, scene = arrays_statistics(spec, options, ms, pan)
     grid = make_grid(spec, options, pan.shape[0], pan.shape[1])
-    scene = scene_base(spec.target, ms, pan, spec.ratio, radiometry.unit)
     c = spec.num_bands
     out = np.zeros(pan.shape[:2] + (output_channels(c, options),), np.float32)  # (rh, rw, C + S) weighted sum
     tiles = grid.tiles

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from .backends import Backend, DenoiserLike, load_denoiser
 from .datapaths import MODELS_DIR
-from .detail_base import MatchMoments, SceneBase, box_mean, fit_gains, fit_window
+from .detail_base import MatchMoments, SceneBase, box_mean, fit_window, scene_statistics
 from .errors import ConfigError, InputError, ModelError, OutputError
 from .model_spec import ModelSpec, ValueScale
 from .pipeline import (BatchInputs, BitDepth, FuseOptions, Radiometry, denoise_batch, full_scale, make_grid,
@@ -43,7 +43,6 @@ from .raster_io import (RasterPair, _first_line, atomic_output, bit_depth_for_ma
 from .session import Device
 from .sidecar import SpreadSidecar, atomic_outputs, sidecar_path
 from .stages import OrderedWorker, ordered_map
-from .target import Base
 from .tiling import Tile, TileGrid
 from .tiling import Window as GridWindow
 
@@ -185,13 +184,12 @@ def _shift(window: GridWindow, by: Window) -> Window:
 
 def _scene_statistics(pair: RasterPair, spec: ModelSpec, value_scale: ValueScale,
                       scale: float) -> tuple[Radiometry, SceneBase | None]:
-    """The whole scene's radiometry (``pipeline.Radiometry``) and base statistics (``pipeline.scene_base``; None
+    """The whole scene's radiometry (``pipeline.Radiometry``) and base statistics (``detail_base.scene_statistics``; None
     for bases without any) over the MS pixels valid in both inputs: the moments in one extra pass over the PAN,
     block-row by block-row (bounded memory), and for ``Base.GLP_HPM_FIT`` the detail gains on the central
     ``fit_window``. Scenes that need neither skip the pass."""
     target = spec.target
-    hpm = target.base in (Base.GLP_HPM, Base.GLP_HPM_FIT)
-    if not hpm and value_scale is ValueScale.BIT_DEPTH:
+    if not target.base.needs_scene_statistics and value_scale is ValueScale.BIT_DEPTH:
         return Radiometry(scale, scale), None
     r, ms_rows, ms_cols = pair.ratio, int(pair.ms_window.height), int(pair.ms_window.width)
     step = max(1, STATS_BLOCK_PIXELS // max(1, pair.width * r))  # MS rows per block
@@ -203,15 +201,9 @@ def _scene_statistics(pair: RasterPair, spec: ModelSpec, value_scale: ValueScale
             ms, pan, valid = _read_ms_grid(ms_ds, pan_ds, pair, GridWindow(r0, 0, n, ms_cols), scale)
             total = total + MatchMoments.of(ms, box_mean(pan, r), valid)
         radiometry = Radiometry.of(spec, value_scale, scale, total)
-        to_unit = np.float32(radiometry.from_full_scale)
-        if not hpm:
-            return radiometry, None
-        offsets = total.offsets() * to_unit  # (C,) in network units
-        if target.base is Base.GLP_HPM:
-            return radiometry, SceneBase(offsets)
-        ms, pan, valid = _read_ms_grid(ms_ds, pan_ds, pair, GridWindow(*fit_window(ms_rows, ms_cols, r)), scale)
-    gains = fit_gains(ms * to_unit, pan * to_unit, r, target.base_gain, valid, target.gain_pooling)
-    return radiometry, SceneBase(offsets, gains)
+        window = GridWindow(*fit_window(ms_rows, ms_cols, r))
+        return radiometry, scene_statistics(target, total, radiometry.from_full_scale, r,
+                                            lambda: _read_ms_grid(ms_ds, pan_ds, pair, window, scale))
 
 
 def _read_ms_grid(ms_ds, pan_ds, pair: RasterPair, ms_win: GridWindow,

@@ -24,6 +24,11 @@ class Base(str, enum.Enum):
     GLP_HPM = "glp_hpm"  # the same with the PAN matched to each band's mean/contrast (scene offsets, MTF-GLP-HPM)
     GLP_HPM_FIT = "glp_hpm_fit"  # GLP_HPM's detail × per-band gains fitted on the scene one scale down
 
+    @property
+    def needs_scene_statistics(self) -> bool:
+        """Whether every tile's base needs the whole scene's statistics (``detail_base.SceneBase``)."""
+        return self in (Base.GLP_HPM, Base.GLP_HPM_FIT)
+
 
 @dataclass(frozen=True)
 class TargetSpec:

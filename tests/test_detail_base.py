@@ -14,8 +14,8 @@ from ddrf_runtime.detail_base import (MatchMoments, SceneBase, box_mean, fit_gai
                                      match_offsets, residual_base)
 from ddrf_runtime.errors import ConfigError, ModelError
 from ddrf_runtime.evaluation.metrics import ergas, sam
-from ddrf_runtime.model_spec import ModelSpec
-from ddrf_runtime.pipeline import FuseOptions, fuse_arrays, scene_base
+from ddrf_runtime.model_spec import ModelSpec, ValueScale
+from ddrf_runtime.pipeline import FuseOptions, arrays_statistics, fuse_arrays, scene_base
 from ddrf_runtime.resample import upsample, wald_degrade
 from ddrf_runtime import scene as scene_module
 from ddrf_runtime.scene import SceneConfig, fuse_scene
@@ -129,6 +129,22 @@ def test_scene_path_reads_the_pan_halo_like_the_array_path(tmp_path, demo_crop, 
             assert np.abs(np.subtract(whole["gains"], shifted)).max() > 1e-3
     expected = np.round(fuse_arrays(ms, pan, model, fuse))
     np.testing.assert_allclose(fused, expected, atol=1.0)  # rounding to the output's integers
+
+
+@pytest.mark.parametrize("target", [HPM, FIT], ids=lambda t: t.base.value)
+def test_one_pass_of_scene_statistics_gives_the_base_in_the_scene_mean_unit(osman, target):
+    """``arrays_statistics`` sums the moments once, at the full scale, and converts offsets and gains to the
+    network unit: the same statistics as normalising the scene by that unit from the start."""
+    spec = dataclasses.replace(SPEC, target=target, reference_mean=0.239)  # the bundled models' reference
+    options = FuseOptions(bit_depth=osman.bit_depth, value_scale=ValueScale.SCENE_MEAN)
+    radiometry, stats = arrays_statistics(spec, options, osman.ms_lr, osman.pan)
+    assert radiometry.from_full_scale > 1.2  # the Osman crop is darker than the reference: a real conversion
+    direct = scene_base(target, osman.ms_lr, osman.pan, 4, radiometry.unit)
+    np.testing.assert_allclose(stats.offsets, direct.offsets, rtol=1e-4)
+    assert (stats.gains is None) == (target.base is Base.GLP_HPM)
+    if stats.gains is not None:
+        np.testing.assert_allclose(stats.gains, direct.gains, rtol=1e-4)
+    assert arrays_statistics(dataclasses.replace(spec, target=GLP), options, osman.ms_lr, osman.pan)[1] is None
 
 
 def _matched_pan_hpm(lms: np.ndarray, pan: np.ndarray, ms: np.ndarray, ratio: int) -> np.ndarray:

@@ -13,7 +13,7 @@ from ddrf_runtime import bands
 from ddrf_runtime.evaluation import datasets, splits
 from ddrf_runtime.errors import ConfigError, ModelError
 from ddrf_runtime.model_spec import ModelSpec, ValueScale
-from ddrf_runtime.pipeline import FuseOptions, arrays_radiometry, fuse_arrays, scene_moments
+from ddrf_runtime.pipeline import FuseOptions, arrays_statistics, fuse_arrays, scene_moments
 from ddrf_runtime.scene import SceneConfig, fuse_scene
 from ddrf_runtime.session import Denoiser
 from ddrf_runtime.target import TargetSpec
@@ -48,10 +48,10 @@ def _scene(seed=0, h=24, w=20, peak=900):
 
 def test_scene_mean_unit_maps_the_mean_ms_to_the_reference(time_model):
     ms, pan = _scene()
-    r = arrays_radiometry(time_model.spec, FuseOptions(bit_depth=11), ms, pan)
+    r = arrays_statistics(time_model.spec, FuseOptions(bit_depth=11), ms, pan)[0]
     assert r.full_scale == 2047.0
     assert r.unit == pytest.approx(float(ms.mean()) / REF, rel=1e-5)
-    bits = arrays_radiometry(time_model.spec, FuseOptions(bit_depth=11, value_scale=ValueScale.BIT_DEPTH), ms, pan)
+    bits = arrays_statistics(time_model.spec, FuseOptions(bit_depth=11, value_scale=ValueScale.BIT_DEPTH), ms, pan)[0]
     assert bits.unit == bits.full_scale == 2047.0
 
 
@@ -60,13 +60,13 @@ def test_black_fill_does_not_dilute_the_scene_brightness(time_model):
     ms, pan = _scene()
     filled = ms.copy()
     filled[:, :8] = 0.0  # 8 of 20 columns: fill around the footprint
-    r = arrays_radiometry(time_model.spec, FuseOptions(bit_depth=11), filled, pan)
+    r = arrays_statistics(time_model.spec, FuseOptions(bit_depth=11), filled, pan)[0]
     assert r.unit == pytest.approx(float(ms[:, 8:].mean()) / REF, rel=1e-5)
 
 
 def test_a_scene_without_signal_keeps_the_full_scale(time_model):
     ms, pan = _scene()
-    r = arrays_radiometry(time_model.spec, FuseOptions(bit_depth=11), np.zeros_like(ms), pan)
+    r = arrays_statistics(time_model.spec, FuseOptions(bit_depth=11), np.zeros_like(ms), pan)[0]
     assert r.unit == r.full_scale == 2047.0
 
 
@@ -159,7 +159,7 @@ def test_training_pairs_in_scene_mean_units_match_the_runtime(data_dir):
     pair = datasets.reduced_resolution("ge1", 4, splits.Region("ge1", (0, 64), (0, 64)), 4)
     target = TargetSpec()
     norm = NormPair.from_pair(pair, target, REF)
-    runtime = arrays_radiometry(SCENE_SPEC, FuseOptions(bit_depth=pair.bit_depth), pair.ms_lr, pair.pan)
+    runtime = arrays_statistics(SCENE_SPEC, FuseOptions(bit_depth=pair.bit_depth), pair.ms_lr, pair.pan)[0]
     assert norm.unit == pytest.approx(runtime.unit, rel=1e-5) and norm.full_scale == pair.full_scale
     assert float(pair.ms_lr.mean()) / norm.unit == pytest.approx(REF, rel=1e-6)
     brighter = dataclasses.replace(pair, lms=pair.lms * 1.7, pan=pair.pan * 1.7, gt=pair.gt * 1.7,
@@ -203,7 +203,7 @@ def test_auto_trusts_a_stated_or_plausible_bit_depth(tmp_path, stated, plausible
                                brightness_range=(mean - 0.05, mean + 0.05) if plausible else (0.5, 0.6))
     auto = Denoiser(make_model(tmp_path / "auto.onnx", "zero", spec=spec))
     options = FuseOptions(bit_depth=11 if stated else None)  # None: the model's default 11, a guess
-    r = arrays_radiometry(auto.spec, options, ms, pan)
+    r = arrays_statistics(auto.spec, options, ms, pan)[0]
     assert r.value_scale.value == kind
     assert r.unit == (2047.0 if kind == "bit_depth" else pytest.approx(float(ms.mean()) / REF, rel=1e-5))
     ms_path, pan_path = _write_pair(tmp_path, ms, pan)  # no NBITS tag: the data maximum (< 1024) guesses 10 bits
