@@ -95,7 +95,8 @@ def make_scene(side: int, folder: Path = SCENES_DIR) -> Path:
     return out
 
 
-def run_scene(tree: Path, scene: Path, model: Path, stub: bool, options: Mapping[str, Any], threads: int | None) -> dict:
+def run_scene(tree: Path, scene: Path, model: Path, stub: bool, options: Mapping[str, Any],
+              threads: int | None) -> dict:
     """One fused scene through ``tree``'s runtime in a fresh process; its report's timings."""
     env = dict(os.environ, PYTHONPATH=str(tree))
     if threads:

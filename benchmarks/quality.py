@@ -171,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", nargs="+", choices=baselines.METHODS, default=list(baselines.METHODS))
     ap.add_argument("--model", type=Path, help="exported .onnx: a DDRF row for the families it fits")
     ap.add_argument("--flip-ensemble", action="store_true",
-                    help="also a row with the model averaged over the 4 flips of every tile (FuseOptions.flip_ensemble)")
+                    help="also a row with the model averaged over the 4 flips of every tile "
+                         "(FuseOptions.flip_ensemble)")
     ap.add_argument("--also-value-scale", choices=[v.value for v in ValueScale],
                     help="also a row with the model under this input scaling (FuseOptions.value_scale)")
     ap.add_argument("--out", type=Path, default=RESULTS_DIR)

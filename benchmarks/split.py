@@ -122,7 +122,8 @@ def to_markdown(r: dict) -> str:
           f"{c['encoder']['cpu_s']:.3f} ({c['encoder']['wall_s']:.3f})"] for c in r["per_call"]))
     lines += ["", f"## fuse_arrays on {r['scene']}, default tiling and batch", ""]
     lines += markdown_table(
-        ["samples", "steps", "monolithic CPU-s (wall)", "split CPU-s (wall)", "split / monolithic", "max |Δ| (normalised)"],
+        ["samples", "steps", "monolithic CPU-s (wall)", "split CPU-s (wall)", "split / monolithic",
+         "max |Δ| (normalised)"],
         ([f["samples"], f["steps"], f"{f['monolithic']['cpu_s']:.1f} ({f['monolithic']['wall_s']:.1f})",
           f"{f['split']['cpu_s']:.1f} ({f['split']['wall_s']:.1f})", f"{f['split_over_monolithic_cpu']:.3f}",
           f"{f['max_abs_diff_normalised']:.1e}"] for f in r["fuse_arrays"]))

@@ -273,8 +273,8 @@ def to_markdown(r: dict) -> str:
                              "spread cut@10", "oracle cut@10"], rows)
     which = "pooled" if scored and "spread_pooled" in scored[0][2] else "raw per-pixel"
     lines += ["", f"Calibration plot: `{Path(r['calibration_png']).name}` (equal-count bins of the {which} "
-              "predicted std, pixels of all scenes together; dashed: error = k·std with the column 'error / std' as k — a calibrated "
-              "spread has k ≈ 1).", "", *_targets(r, proxies), ""]
+              "predicted std, pixels of all scenes together; dashed: error = k·std with the column 'error / std' "
+              "as k — a calibrated spread has k ≈ 1).", "", *_targets(r, proxies), ""]
     return "\n".join(lines)
 
 

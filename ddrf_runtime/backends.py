@@ -1,8 +1,9 @@
 """Which network runs the denoising steps: the exported ONNX graph, or (for comparison) the PyTorch checkpoint.
 
-Both present the same small interface — ``.spec`` (ModelSpec) and ``.conditioned(cond, wav, samples) -> denoise(x_t, t)``
-— so tiling, sampling and I/O are shared and a benchmark of the two differs in the network alone. The torch
-backend lives in ``ddrf_train`` and is imported by name only when asked for: the runtime never imports torch.
+Both present the same small interface — ``.spec`` (ModelSpec) and
+``.conditioned(cond, wav, samples) -> denoise(x_t, t)`` — so tiling, sampling and I/O are shared and a benchmark
+of the two differs in the network alone. The torch backend lives in ``ddrf_train`` and is imported by name only
+when asked for: the runtime never imports torch.
 """
 from __future__ import annotations
 

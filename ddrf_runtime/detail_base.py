@@ -23,10 +23,11 @@ scene itself one scale down (``fit_gains``): its MS and PAN degraded once more b
 MTFs, the sensor being unknown), fused by MTF-GLP-HPM, and each band's detail regressed onto the MS it should
 give, as regression-based classical methods estimate injection gains. On the held-out sensors of the leave-one-
 sensor-out benchmark (Osman, WorldView-3, GeoEye-1) the gains took the base alone from 6–8 % worse than the best
-classical method (ERGAS) to 0–3 % better, and the network trained on it to 1–8 % better (WorldView-2: 7 %). Unlike a gain fitted on
-the network's output it does not assume that the network is scale-invariant: the network learns its correction on
-top of the fitted base, at its own scale, in training and at run time alike. The network does not see the gains,
-so on sensors it trained on, where it could have learnt the right amount of detail itself, it pays a little.
+classical method (ERGAS) to 0–3 % better, and the network trained on it to 1–8 % better (WorldView-2: 7 %).
+Unlike a gain fitted on the network's output it does not assume that the network is scale-invariant: the network
+learns its correction on top of the fitted base, at its own scale, in training and at run time alike. The network
+does not see the gains, so on sensors it trained on, where it could have learnt the right amount of detail itself,
+it pays a little.
 Gains that differ between bands change the ratios between bands, i.e. the spectral angles that HPM's common
 modulation keeps; ``TargetSpec.gain_pooling`` pulls each band's gain toward the one gain fitted to all bands jointly.
 """

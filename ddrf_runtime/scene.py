@@ -67,7 +67,8 @@ class SceneConfig:
     quicklook: str | None = None  # PNG path for an MS | PAN | fused panel
     report: str | None = None  # JSON path for timings, providers and metrics
     metrics: bool = False  # compute full-resolution D_λ / D_s / HQNR into the report
-    prepare_threads: int | None = None  # threads reading and conditioning tiles ahead of the network; None → half the cores, 1..4
+    prepare_threads: int | None = None  # threads reading and conditioning tiles ahead of the network; None → half
+    # the cores, 1..4
     queue_depth: int = 1  # batches ready beyond one per reader thread, and finished strips waiting to be written
 
     def __post_init__(self) -> None:
@@ -184,10 +185,10 @@ def _shift(window: GridWindow, by: Window) -> Window:
 
 def _scene_statistics(pair: RasterPair, spec: ModelSpec, value_scale: ValueScale,
                       scale: float) -> tuple[Radiometry, SceneBase | None]:
-    """The whole scene's radiometry (``pipeline.Radiometry``) and base statistics (``detail_base.scene_statistics``; None
-    for bases without any) over the MS pixels valid in both inputs: the moments in one extra pass over the PAN,
-    block-row by block-row (bounded memory), and for ``Base.GLP_HPM_FIT`` the detail gains on the central
-    ``fit_window``. Scenes that need neither skip the pass."""
+    """The whole scene's radiometry (``pipeline.Radiometry``) and base statistics
+    (``detail_base.scene_statistics``; None for bases without any) over the MS pixels valid in both inputs: the
+    moments in one extra pass over the PAN, block-row by block-row (bounded memory), and for ``Base.GLP_HPM_FIT``
+    the detail gains on the central ``fit_window``. Scenes that need neither skip the pass."""
     target = spec.target
     if not target.base.needs_scene_statistics and value_scale is ValueScale.BIT_DEPTH:
         return Radiometry(scale, scale), None
@@ -390,7 +391,8 @@ def fuse_scene(ms_path: str | os.PathLike, pan_path: str | os.PathLike, out_path
                                                            options.samples, options.spread_sigma, scale)
         try:
             with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), \
-                    rasterio.open(raw_tmp, "w", **_output_profile(pair, nodata)) as dst, side or contextlib.nullcontext():
+                    rasterio.open(raw_tmp, "w", **_output_profile(pair, nodata)) as dst, \
+                    side or contextlib.nullcontext():
                 for b, desc in enumerate(pair.band_descriptions or (), start=1):
                     dst.set_band_description(b, desc or spec.bands[b - 1])
                 writer = _StripWriter(dst, pair, scale, nodata, side)
@@ -543,7 +545,8 @@ def _after_fusion(pair: RasterPair, out_path: str, bands: tuple[str, ...], confi
         ms_win = Window(pair.ms_window.col_off + c0 // pair.ratio, pair.ms_window.row_off + r0 // pair.ratio,
                         w // pair.ratio, h // pair.ratio)
         ms = m.read(window=ms_win).astype(np.float64).transpose(1, 2, 0)  # (h/r, w/r, C)
-        pan = p.read(window=Window(pair.pan_window.col_off + c0, pair.pan_window.row_off + r0, w, h)).astype(np.float64).transpose(1, 2, 0)
+        pan_win = Window(pair.pan_window.col_off + c0, pair.pan_window.row_off + r0, w, h)
+        pan = p.read(window=pan_win).astype(np.float64).transpose(1, 2, 0)  # (h, w, k)
     pan = pan[..., 0] if pan.shape[2] == 1 else pan
     out: dict = {}
     if config.quicklook:

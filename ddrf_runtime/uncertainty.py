@@ -1,8 +1,8 @@
 """Per-pixel uncertainty from several diffusion samples: statistics per tile, their blendable form, summaries.
 
-Pure functions (numpy, scipy). A tile's N fused samples become one array of *blendable* channels — the per-band mean (C), the
-per-band variance (C) and the spectral angle spread (1) — so the orchestrator blends them across tile overlaps
-with the same weights as the fused image (seamless, and memory flat in N: only these 2C + 1 channels are kept).
+Pure functions (numpy, scipy). A tile's N fused samples become one array of *blendable* channels — the per-band
+mean (C), the per-band variance (C) and the spectral angle spread (1) — so the orchestrator blends them across tile
+overlaps with the same weights as the fused image (seamless, and memory flat in N: only these 2C + 1 channels are kept).
 ``spread_bands`` turns blended channels into the sidecar's bands: per-band standard deviation in the output's
 units, then the spectral spread in degrees.
 """

@@ -1,4 +1,5 @@
-"""Train a DDRF denoiser: ``python -m ddrf_train.train --config configs/x.toml [--resume] [--out DIR] [--iterations N]``.
+"""Train a DDRF denoiser:
+``python -m ddrf_train.train --config configs/x.toml [--resume] [--out DIR] [--iterations N]``.
 
 Writes to the run directory: ``last.pt`` (every ``ckpt_every`` steps, at the end and on
 SIGINT/SIGTERM), ``best.pt`` (best validation ERGAS of the EMA model), ``config.json`` and

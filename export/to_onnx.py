@@ -94,8 +94,8 @@ def group_norm(x, num_groups: int, weight=None, bias=None, eps: float = 1e-5, cu
     variance = _group_mean(op.Mul(centred, centred))  # (B, G, 1, 1, 1)
     scale = op.Reciprocal(op.Sqrt(op.Add(variance, op.CastLike(op.Constant(value_float=eps), x))))
     if weight is not None:
-        scale = op.Mul(scale, op.Reshape(weight, op.Concat(op.Constant(value_ints=[1]), groups,
-                                                           op.Constant(value_ints=[1, 1]), axis=0)))  # (B, G, C/G, 1, 1)
+        per_group = op.Concat(op.Constant(value_ints=[1]), groups, op.Constant(value_ints=[1, 1]), axis=0)
+        scale = op.Mul(scale, op.Reshape(weight, per_group))  # (B, G, C/G, 1, 1)
     y = op.Reshape(op.Mul(centred, scale), op.Shape(x))  # (B, C, H, W)
     if bias is not None:
         y = op.Add(y, op.Reshape(bias, op.Concat(op.Shape(x, start=1, end=2), op.Constant(value_ints=[1, 1]), axis=0)))
@@ -284,8 +284,8 @@ def check_parity(checkpoint: Path, artifacts: Sequence[tuple[Artifact, Path]], s
                 raise ModelError("the runtime does not take the split graphs (see the warning above)",
                                  str(artifact.path))
             compare(f"{artifact.label} split", reference, split, artifact.tol)
-            compare(f"{artifact.label} split vs monolithic, 2 samples", candidate, split, SPLIT_CALL_TOL[artifact.label],
-                    samples=2)
+            compare(f"{artifact.label} split vs monolithic, 2 samples", candidate, split,
+                    SPLIT_CALL_TOL[artifact.label], samples=2)
     if failures:
         raise ModelError("parity check failed: " + "; ".join(failures), str(checkpoint))
 

@@ -43,7 +43,8 @@ def _nodes(kind, c):
         if kind == "wav":
             return nodes + [helper.make_node("Add", ["mean", "ch"], ["y"])]
         return nodes + [_const("tenth", 0.1), helper.make_node("Add", ["mean", "ch"], ["det"]),  # ... + 0.1·x_t
-                        helper.make_node("Mul", ["x_t", "tenth"], ["xs"]), helper.make_node("Add", ["det", "xs"], ["y"])]
+                        helper.make_node("Mul", ["x_t", "tenth"], ["xs"]),
+                        helper.make_node("Add", ["det", "xs"], ["y"])]
     raise ValueError(kind)
 
 
