@@ -252,14 +252,20 @@ class Scene(_InDigitalNumbers):
 
 
 @dataclass(frozen=True, eq=False)
-class Pair(_InDigitalNumbers):
-    """A Wald-protocol (reduced-resolution) sample: fuse (ms_lr, pan) and compare with gt."""
+class _Sample(_InDigitalNumbers):
+    """What every evaluation sample says about where its arrays come from."""
 
     name: str
     sensor: str
     bit_depth: int
     bands: tuple[str, ...]
     ratio: int
+
+
+@dataclass(frozen=True, eq=False)
+class Pair(_Sample):
+    """A Wald-protocol (reduced-resolution) sample: fuse (ms_lr, pan) and compare with gt."""
+
     lms: np.ndarray  # (H, W, C): ms_lr upsampled to the PAN grid
     pan: np.ndarray  # (H, W) or (H, W, k)
     gt: np.ndarray  # (H, W, C): the original MS
@@ -267,14 +273,9 @@ class Pair(_InDigitalNumbers):
 
 
 @dataclass(frozen=True, eq=False)
-class FullRes(_InDigitalNumbers):
+class FullRes(_Sample):
     """A full-resolution sample (no reference): fuse (ms, pan), judge with D_λ / D_s / HQNR."""
 
-    name: str
-    sensor: str
-    bit_depth: int
-    bands: tuple[str, ...]
-    ratio: int
     ms: np.ndarray  # (h, w, C)
     lms: np.ndarray  # (H, W, C)
     pan: np.ndarray  # (H, W) or (H, W, k)
