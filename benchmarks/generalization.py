@@ -2,6 +2,8 @@
 
     python -m benchmarks.generalization [--folds wv2 ge1 ...] [--variants base jitter] [--threads 1] [--out DIR]
     python -m benchmarks.generalization --write-configs [--iterations 600] [--patch 48]
+    python -m benchmarks.generalization --folds wv3 --variants hpm_fit_pool_jitter --pack .gpu/train   # for a GPU box
+    python -m benchmarks.generalization --folds wv3 --variants hpm_fit_pool_jitter --checkpoint wv3.pt # score it
 
 This is the number that predicts a new user's experience: the held-out sensor plays the sensor the model has
 never seen. Each fold (``FOLDS``) is one sensor of the 4-band (B, G, R, NIR) pool. Its config
@@ -35,6 +37,7 @@ from ddrf_runtime.model_spec import ValueScale
 from ddrf_runtime.evaluation.splits import FUSEBOX_PATH_ROWS, Region
 from ddrf_runtime.target import Base
 from ddrf_train.backend import TorchDenoiser
+from ddrf_train import packed
 from ddrf_train.checkpoint import read_checkpoint
 from ddrf_train.config import DegradationConfig, ExperimentConfig, RadiometricConfig, load_config
 
@@ -170,6 +173,12 @@ def training_scenes(fold: str | None) -> list[str]:
     return [s for s in pool if s not in held_out and min(datasets.load_scene(s).ms.shape[:2]) >= _MIN_SIDE]
 
 
+def variant_scenes(fold: str, variant: Variant) -> list[str]:
+    """The scenes a variant of a fold trains on."""
+    held_out = None if variant.sees_held_out else fold
+    return [s for s in training_scenes(held_out) if s not in variant.drops] + list(variant.adds)
+
+
 def fold_config(base: ExperimentConfig, fold: str, iterations: int, patch: int) -> ExperimentConfig:
     """The fold's training config: ``base`` at the stated budget, validation off (the fold's test is the sensor)."""
     t = dataclasses.replace(base.train, iterations=iterations, patch=patch, threads=1, val_every=0,
@@ -185,16 +194,39 @@ def write_configs(iterations: int, patch: int) -> list[Path]:
     CONFIG_DIR.mkdir(parents=True, exist_ok=True)
     paths = []
     for fold in FOLDS:
-        d = fold_config(base, fold, iterations, patch).to_dict()
-        lines = [f"# Leave-one-sensor-out fold {fold!r}: {FOLDS[fold].label} held out.",
-                 f"# Written by `python -m benchmarks.generalization --write-configs --iterations {iterations} "
-                 f"--patch {patch}` from {BASE_CONFIG}."]
-        for section in ("model", "diffusion", "train", "augment"):
-            lines += ["", f"[{section}]", *(f"{k} = {_toml(v)}" for k, v in d[section].items())]
+        header = [f"# Leave-one-sensor-out fold {fold!r}: {FOLDS[fold].label} held out.",
+                  f"# Written by `python -m benchmarks.generalization --write-configs --iterations {iterations} "
+                  f"--patch {patch}` from {BASE_CONFIG}."]
         path = CONFIG_DIR / f"{fold}.toml"
-        path.write_text("\n".join(lines) + "\n")
+        path.write_text(config_toml(fold_config(base, fold, iterations, patch), header,
+                                    ("model", "diffusion", "train", "augment")))
         paths.append(path)
     return paths
+
+
+def config_toml(cfg: ExperimentConfig, header: list[str],
+                sections: tuple[str, ...] = ("model", "diffusion", "train", "augment", "degrade")) -> str:
+    """``cfg`` as the TOML ``load_config`` reads, after the ``header`` comment lines."""
+    d = cfg.to_dict()
+    lines = list(header)
+    for section in sections:
+        lines += ["", f"[{section}]", *(f"{k} = {_toml(v)}" for k, v in d[section].items())]
+    return "\n".join(lines) + "\n"
+
+
+def pack_for_box(fold: str, variant: Variant, folder: Path) -> Path:
+    """``folder``/config.toml and pairs.npz: one fold's variant as a run that needs neither the data nor a raster
+    reader (a lent GPU box: ``ddrf_train.train --config … --pairs …``, benchmarks/gpu/train.sh); score what it
+    trains here with ``--checkpoint``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = variant_config(fold, variant)
+    pairs = [_pair(s) for s in variant_scenes(fold, variant)]
+    packed.pack(folder / "pairs.npz", packed.PackedPairs(cfg.train.family.value, pairs, []))
+    header = [f"# Leave-one-sensor-out fold {fold!r}, variant {variant.name!r}: {variant.change}.",
+              f"# Written by `python -m benchmarks.generalization --folds {fold} --variants {variant.name} --pack`; "
+              "trains on the pairs.npz beside it."]
+    (folder / "config.toml").write_text(config_toml(cfg, header))
+    return folder
 
 
 def _toml(v: object) -> str:
@@ -217,20 +249,23 @@ def variant_config(fold: str, variant: Variant) -> ExperimentConfig:
 
 
 def run_fold(fold: str, variants: list[Variant], threads: int, flip_ensemble: bool = False,
-             also_value_scale: ValueScale | None = None) -> dict:
-    """Train every variant of one fold, then score them and the classical methods on the held-out sensor."""
+             also_value_scale: ValueScale | None = None, checkpoint: Path | None = None) -> dict:
+    """Train every variant of one fold, then score them and the classical methods on the held-out sensor;
+    ``checkpoint``: score that one (a single variant trained elsewhere, e.g. on a GPU box) instead of training."""
     spec = FOLDS[fold]
     fusers = dict(default_methods())
     runs = {}
     for v in variants:
-        scenes = [s for s in training_scenes(None if v.sees_held_out else fold) if s not in v.drops] + list(v.adds)
-        train_pairs = [_pair(s) for s in scenes]
+        train_pairs = [_pair(s) for s in variant_scenes(fold, v)]
         cfg = variant_config(fold, v)
-        say(NAME, f"{fold}/{v.name}: {len(train_pairs)} training pairs, {cfg.train.iterations} steps "
-                  "(a finished run is reused)")
-        last = train_variant(cfg, train_pairs, [])
-        step = read_checkpoint(last)[0]["step"]
-        if step < cfg.train.iterations:  # SIGINT/SIGTERM: never score or move on with a half-trained model
+        say(NAME, f"{fold}/{v.name}: {len(train_pairs)} training pairs, " + (
+            f"scoring {checkpoint}" if checkpoint else f"{cfg.train.iterations} steps (a finished run is reused)"))
+        last = checkpoint or train_variant(cfg, train_pairs, [])
+        payload, trained = read_checkpoint(last)
+        step = payload["step"]
+        if checkpoint:  # its own budget, whatever the fold config says
+            cfg = dataclasses.replace(cfg, train=dataclasses.replace(trained.train, iterations=step))
+        elif step < cfg.train.iterations:  # SIGINT/SIGTERM: never score or move on with a half-trained model
             raise SystemExit(f"{fold}/{v.name} stopped at step {step} of {cfg.train.iterations}; rerun to resume")
         row = "DDRF" if v.name == "base" else f"DDRF+{v.name}"
         denoiser = TorchDenoiser(last, "cpu", threads)
@@ -315,21 +350,37 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--flip-ensemble", action="store_true", help="also score each model with the flip ensemble")
     ap.add_argument("--also-value-scale", choices=[v.value for v in ValueScale],
                     help="also score each model under this input scaling (default rows: the model's own)")
+    ap.add_argument("--pack", type=Path, metavar="DIR",
+                    help="write DIR/<fold>_<variant>/{config.toml,pairs.npz} for training elsewhere, and exit")
+    ap.add_argument("--checkpoint", type=Path,
+                    help="score this checkpoint of the one fold and variant given instead of training (e.g. "
+                         "trained on a GPU box from --pack)")
     args = ap.parse_args(argv)
+    variants = [v for v in VARIANTS if v.name in args.variants]
     if args.write_configs:
         for path in write_configs(args.iterations, args.patch):
             print(path)
         return 0
+    if args.pack:
+        for fold in args.folds:
+            for v in variants:
+                print(pack_for_box(fold, v, args.pack / f"{fold}_{v.name}"))
+        return 0
+    if args.checkpoint and (len(args.folds) != 1 or len(variants) != 1):
+        ap.error("--checkpoint scores one fold and one variant: give one of each")
     torch.set_num_threads(args.threads)
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     clock = Clock()
     base = load_config(CONFIG_DIR / f"{args.folds[0]}.toml").train
     report = {**environment(NAME, argv, ("numpy", "torch", "onnxruntime", "numba")),
               "iterations": base.iterations, "batch": base.batch, "patch": base.patch, "folds": {}}
-    variants = [v for v in VARIANTS if v.name in args.variants]
     for fold in args.folds:
         report["folds"][fold] = run_fold(fold, variants, args.threads, args.flip_ensemble,
-                                         args.also_value_scale and ValueScale(args.also_value_scale))
+                                         args.also_value_scale and ValueScale(args.also_value_scale),
+                                         args.checkpoint)
+        if args.checkpoint:  # the budget line states the checkpoint's own
+            run = next(iter(report["folds"][fold]["runs"].values()))
+            report.update(iterations=run["step"], batch=run["batch"], patch=run["patch"])
         report["run"] = clock.summary()
         write_results(NAME, report, to_markdown(report), args.out)
     return 0

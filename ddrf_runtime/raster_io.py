@@ -25,7 +25,6 @@ from .errors import InputError, OutputError
 RATIO_TOLERANCE = 0.02  # relative deviation of MS/PAN resolution from the integer ratio
 MIN_OVERLAP = 0.9  # the common extent must cover this fraction of both inputs
 MAX_PIXELS = 4_000_000_000  # PAN pixels per scene we agree to process (refused before allocating)
-STANDARD_BIT_DEPTHS = (8, 10, 11, 12, 14, 16)
 TEMP_NAME = re.compile(r"\.(.+)\.ddrf-[0-9a-f]{12}(?:\.raw)?\.tmp")  # atomic_output's names; group 1: the output's
 _SUPPORTED_DTYPES = frozenset({"uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64",
                                "float32", "float64"})  # complex (also GDAL's complex_int16, unknown to numpy) refused
@@ -154,21 +153,6 @@ def declared_bit_depth(path: str) -> int | None:
     with rasterio.open(path) as ds:
         nbits = ds.tags(1, ns="IMAGE_STRUCTURE").get("NBITS")
     return int(nbits) if nbits else None
-
-
-def bit_depth_for_max(value: float, floating: bool = False) -> int:
-    """Smallest standard sensor bit depth whose full scale holds ``value`` (an observed maximum).
-
-    Float rasters hold physical units (radiance, reflectance), not counts of a sensor's ADC: they get the
-    smallest 2**L − 1 above the maximum, any L ≥ 1, which is how the training readers scale float sources
-    (CristianICS radiance max 118.2 → 7 bits, full scale 127), so a model sees them at the scale it learned.
-    """
-    if floating:
-        return max(1, math.ceil(math.log2(value + 1)))
-    for bits in STANDARD_BIT_DEPTHS:
-        if value <= 2**bits - 1:
-            return bits
-    return max(16, math.ceil(math.log2(value + 1)))
 
 
 @contextmanager

@@ -38,8 +38,8 @@ from .errors import ConfigError, InputError, ModelError, OutputError
 from .model_spec import ModelSpec, ValueScale
 from .pipeline import (BatchInputs, BitDepth, FuseOptions, Radiometry, denoise_batch, full_scale, make_grid,
                        output_channels, prepare_batch, tiles_per_call)
-from .raster_io import (RasterPair, _first_line, atomic_output, bit_depth_for_max, check_output_path,
-                        declared_bit_depth, inspect_pair)
+from .bit_depths import bit_depth_for_max
+from .raster_io import RasterPair, _first_line, atomic_output, check_output_path, declared_bit_depth, inspect_pair
 from .session import Device
 from .sidecar import SpreadSidecar, atomic_outputs, sidecar_path
 from .stages import OrderedWorker, ordered_map

@@ -1,5 +1,6 @@
 """Train a DDRF denoiser:
-``python -m ddrf_train.train --config configs/x.toml [--resume] [--out DIR] [--iterations N]``.
+``python -m ddrf_train.train --config configs/x.toml [--resume] [--out DIR] [--iterations N] [--device cuda]
+[--init CKPT] [--pairs PACKED.npz]`` (packed pairs: ``ddrf_train.packed``, for a machine without the data).
 
 Writes to the run directory: ``last.pt`` (every ``ckpt_every`` steps, at the end and on
 SIGINT/SIGTERM), ``best.pt`` (best validation ERGAS of the EMA model), ``config.json`` and
@@ -28,6 +29,7 @@ from ddrf_runtime.evaluation.datasets import Pair, reduced_resolution_split
 from ddrf_runtime.errors import ConfigError, DdrfError
 from ddrf_runtime.evaluation.metrics import ergas, sam
 
+from . import packed as packed_pairs
 from .checkpoint import read_checkpoint, restore_rng, rng_state, save_checkpoint
 from .config import ExperimentConfig, load_config
 from .diffusion import EMA, build_denoiser, sample, training_loss
@@ -187,6 +189,16 @@ class Trainer:
         return {**last, "step": self.step, "interrupted": stop.is_set(), "best_ergas": self.best_ergas}
 
 
+def _pairs(family: str, packed_path: str | None) -> tuple[list[Pair], list[Pair]]:
+    """The family's training and validation pairs: read from the data, or from a packed file."""
+    if packed_path is None:
+        return reduced_resolution_split(family, "train"), reduced_resolution_split(family, "val")
+    packed = packed_pairs.load(packed_path)
+    if packed.family != family:
+        raise ConfigError(f"holds {packed.family!r} pairs, the config trains {family!r}", packed_path)
+    return packed.train, packed.val
+
+
 def _hwc(x: torch.Tensor) -> np.ndarray:
     return x.permute(1, 2, 0).numpy().astype(np.float64)  # (H, W, C)
 
@@ -214,14 +226,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
     parser.add_argument("--out", help="run directory (overrides train.out_dir)")
     parser.add_argument("--iterations", type=int, help="total steps (overrides train.iterations)")
+    parser.add_argument("--device", help="torch device, cpu or cuda[:N] (overrides train.device)")
+    parser.add_argument("--init", help="start from this checkpoint's EMA weights (overrides train.init)")
+    parser.add_argument("--pairs", help="train on packed pairs (python -m ddrf_train.packed), not the data's splits")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (log.jsonl still written)")
     args = parser.parse_args(argv)
     try:
         cfg = load_config(args.config)
-        overrides = {k: v for k, v in (("out_dir", args.out), ("iterations", args.iterations)) if v is not None}
+        overrides = {k: v for k, v in (("out_dir", args.out), ("iterations", args.iterations),
+                                       ("device", args.device), ("init", args.init)) if v is not None}
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **overrides)).validate(args.config)
         family = cfg.train.family.value
-        trainer = Trainer(cfg, reduced_resolution_split(family, "train"), reduced_resolution_split(family, "val"))
+        trainer = Trainer(cfg, *_pairs(family, args.pairs))
         if not trainer.val_crops:
             print(f"note: family {family!r} has no validation pairs; best.pt will not be written", file=sys.stderr)
         if args.resume:

@@ -11,7 +11,7 @@ import rasterio
 
 from ddrf_runtime.evaluation import datasets
 from ddrf_runtime.datapaths import MODELS_DIR
-from ddrf_runtime.raster_io import bit_depth_for_max
+from ddrf_runtime.bit_depths import bit_depth_for_max
 from rasterio.windows import Window
 
 from .scenes import FAST_ARGS, rewrite

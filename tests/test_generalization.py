@@ -67,3 +67,22 @@ def test_seen_control_trains_on_every_sensor_in_one_shared_run():
     every = gen.training_scenes(None)
     assert set(every) >= set(gen.FOLDS["osman"].scenes) | set(gen.FOLDS["wv2"].scenes)
     assert set(gen.training_scenes("osman")) == set(every) - {"osman"}
+
+
+def test_a_packed_fold_trains_elsewhere_on_exactly_its_config_and_scenes(data_dir, tmp_path):
+    """``--pack``: the variant's config round-trips through its TOML, the pairs are the fold's training scenes
+    (none of the held-out sensor) and come back as the readers make them."""
+    variant = next(v for v in gen.VARIANTS if v.name == "hpm_fit_pool_jitter_pan")
+    folder = gen.pack_for_box("osman", variant, tmp_path / "osman_pan")
+    assert load_config(folder / "config.toml") == gen.variant_config("osman", variant)
+    back = gen.packed.load(folder / "pairs.npz")
+    assert [p.name for p in back.train] == gen.variant_scenes("osman", variant) and back.val == []
+    assert not set(gen.variant_scenes("osman", variant)) & set(gen.FOLDS["osman"].scenes)
+    made = gen._pair(back.train[0].name)
+    assert all(gen.np.array_equal(getattr(back.train[0], f), getattr(made, f)) for f in ("gt", "pan", "ms_lr"))
+
+
+def test_a_checkpoint_is_scored_for_one_fold_and_one_variant_only(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        gen.main(["--folds", "osman", "wv3", "--variants", "base", "--checkpoint", str(tmp_path / "x.pt")])
+    assert exit_.value.code == 2 and "one fold and one variant" in capsys.readouterr().err

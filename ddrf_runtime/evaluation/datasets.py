@@ -116,14 +116,13 @@ from types import MappingProxyType
 from typing import Mapping
 
 import numpy as np
-import rasterio
 import scipy.io
 
+from ..bit_depths import bit_depth_for_max
 from ..bands import CANONICAL_FIRST, FAMILIES, HYPERION_BANDS, WV_NATIVE, canonical_order
 from ..datapaths import data_root
 from ..errors import ConfigError, InputError
 from ..mtf import ms_gains, mtf_lowpass, pan_gain
-from ..raster_io import bit_depth_for_max
 from ..resample import decimate, upsample
 from .splits import Region, split_regions
 
@@ -297,6 +296,8 @@ def _read_file(spec: str, root: Path) -> tuple[np.ndarray, float | None]:
         if arr is None:
             raise InputError(f"variable {var!r} not in file", str(path))
         return (arr[..., None] if arr.ndim == 2 else arr), None
+    import rasterio  # here, not at the top: packed pairs (``ddrf_train.packed``) train where it is not installed
+
     with rasterio.open(path) as src:
         return np.moveaxis(src.read(), 0, -1), src.nodata
 
@@ -430,11 +431,11 @@ def reduced_resolution(
     s = _crop(s0, region, bands, r)
     pan = s.pan if s.ratio == 1 else decimate(mtf_lowpass(s.pan, pan_gain(s.sensor), s.ratio), s.ratio)
     pan = pan.astype(np.float32, copy=False)  # (h, w[, k]): the MS grid
-    ms_lr, lms = _reduce_ms(s.ms, ms_gains(s.sensor, s.ms.shape[-1]), r)
+    ms_lr, lms = reduce_ms(s.ms, ms_gains(s.sensor, s.ms.shape[-1]), r)
     return Pair(s.name, s.sensor, s.bit_depth, s.bands, r, lms, pan, s.ms, ms_lr)
 
 
-def _reduce_ms(ms: np.ndarray, gains: np.ndarray, ratio: int) -> tuple[np.ndarray, np.ndarray]:
+def reduce_ms(ms: np.ndarray, gains: np.ndarray, ratio: int) -> tuple[np.ndarray, np.ndarray]:
     """(ms_lr, lms) float32: ``ms`` (H, W, C) MTF-low-passed with ``gains`` and decimated, and upsampled back."""
     ms_lr = decimate(mtf_lowpass(ms, gains, ratio), ratio).astype(np.float32)
     return ms_lr, upsample(ms_lr, ratio).astype(np.float32, copy=False)
@@ -444,7 +445,7 @@ def redegrade(pair: Pair, gain_scale: np.ndarray) -> Pair:
     """``pair`` with its MS reduced again from the reference through other MTFs: the sensor's Nyquist gains ×
     ``gain_scale`` (C,), clipped to (0.05, 0.95). The PAN is kept; ``name`` tells the copy apart."""
     gains = np.clip(ms_gains(pair.sensor, pair.gt.shape[-1]) * np.asarray(gain_scale), 0.05, 0.95)
-    ms_lr, lms = _reduce_ms(pair.gt, gains, pair.ratio)
+    ms_lr, lms = reduce_ms(pair.gt, gains, pair.ratio)
     label = ",".join(f"{g:.2f}" for g in gains)
     return replace(pair, name=f"{pair.name}@mtf[{label}]", lms=lms, ms_lr=ms_lr)
 
@@ -473,7 +474,7 @@ def coarsened(pair: Pair, factor: int) -> Pair:
     pan = decimate(mtf_lowpass(pair.pan, pan_gain(pair.sensor), factor), factor)
     h, w = gt.shape[0] // r * r, gt.shape[1] // r * r
     gt, pan = gt[:h, :w].astype(np.float32), pan[:h, :w].astype(np.float32)
-    ms_lr, lms = _reduce_ms(gt, gains, r)
+    ms_lr, lms = reduce_ms(gt, gains, r)
     return replace(pair, name=f"{pair.name}@1/{factor}", lms=lms, pan=pan, gt=gt, ms_lr=ms_lr)
 
 
