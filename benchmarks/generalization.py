@@ -263,7 +263,9 @@ def run_fold(fold: str, variants: list[Variant], threads: int, flip_ensemble: bo
         last = checkpoint or train_variant(cfg, train_pairs, [])
         payload, trained = read_checkpoint(last)
         step = payload["step"]
-        if checkpoint:  # its own budget, whatever the fold config says
+        if checkpoint:  # its own budget, whatever the fold config says; the variant's network and diffusion
+            if (trained.model, trained.diffusion) != (cfg.model, cfg.diffusion):
+                raise SystemExit(f"{checkpoint}: [model]/[diffusion] differ from variant {v.name}'s")
             cfg = dataclasses.replace(cfg, train=dataclasses.replace(trained.train, iterations=step))
         elif step < cfg.train.iterations:  # SIGINT/SIGTERM: never score or move on with a half-trained model
             raise SystemExit(f"{fold}/{v.name} stopped at step {step} of {cfg.train.iterations}; rerun to resume")
