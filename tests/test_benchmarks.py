@@ -197,3 +197,23 @@ def test_base_fuser_delivers_the_models_base_of_the_whole_pair(data_dir, base) -
     inner = (slice(48, -48), slice(48, -48))  # the scene border pads differently (mirrored tile vs replicate)
     np.testing.assert_allclose((fused / s)[inner], np.clip(whole.transpose(1, 2, 0), 0, 1)[inner], atol=2e-3)
     assert np.abs(fused / s - lms.transpose(1, 2, 0)).max() > 0.02  # it injected detail: not the upsampled MS
+
+
+def test_corrected_fuser_weights_the_networks_correction_by_one_lambda_in_0_1(data_dir) -> None:
+    """The λ-corrected row (a prototype): base + λ·(model − base), one λ ∈ [0, 1] for the whole sample, fitted on
+    the sample one scale down, so it never leaves the segment between the base and the model's output."""
+    from benchmarks._fixtures import BUNDLED
+    from benchmarks.quality import base_fuser, corrected_fuser, model_fuser
+    from ddrf_runtime.evaluation.datasets import reduced_resolution
+    from ddrf_runtime.evaluation.splits import Region
+    from ddrf_runtime.session import Denoiser
+
+    denoiser = Denoiser(BUNDLED.with_suffix(".onnx"), "cpu")
+    pair = reduced_resolution("osman", 4, Region("osman", (0, 128), (0, 128)), 4)
+    base, model, corrected = (f(pair).astype(np.float64) for f in
+                              (base_fuser(denoiser), model_fuser(denoiser), corrected_fuser(denoiser)))
+    step = model - base
+    moved = np.abs(step) > 5.0  # DN: where the network changes the base clearly
+    assert moved.mean() > 0.01
+    lam = ((corrected - base)[moved] / step[moved])
+    assert 0.0 <= np.median(lam) <= 1.0 and np.percentile(np.abs(lam - np.median(lam)), 99) < 1e-3
