@@ -202,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
                          "(FuseOptions.flip_ensemble)")
     ap.add_argument("--also-value-scale", choices=[v.value for v in ValueScale],
                     help="also a row with the model under this input scaling (FuseOptions.value_scale)")
+    ap.add_argument("--corrected", action="store_true",
+                    help="also a row with the network's correction weighted by λ fitted one scale down")
     ap.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = ap.parse_args(argv)
     registry = default_methods()
@@ -220,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows[f"DDRF, {value_scale.value} scaling"] = model_fuser(denoiser, value_scale)
             if denoiser.spec.target.base is not Base.UPSAMPLED:  # what the network adds to its base
                 rows["DDRF base (x0 = 0)"] = base_fuser(denoiser)
+            if args.corrected:
+                rows["DDRF λ-corrected"] = corrected_fuser(denoiser)
         res = evaluate(family, rows)
         if model:
             res["model"] = {"path": str(args.model), "training_data": denoiser.spec.training_data,
