@@ -257,11 +257,11 @@ def run_fold(fold: str, variants: list[Variant], threads: int, flip_ensemble: bo
     fusers = dict(default_methods())
     runs = {}
     for v in variants:
-        train_pairs = [_pair(s) for s in variant_scenes(fold, v)]
+        scenes = variant_scenes(fold, v)  # read as pairs only to train: a given checkpoint needs none
         cfg = variant_config(fold, v)
-        say(NAME, f"{fold}/{v.name}: {len(train_pairs)} training pairs, " + (
+        say(NAME, f"{fold}/{v.name}: {len(scenes)} training pairs, " + (
             f"scoring {checkpoint}" if checkpoint else f"{cfg.train.iterations} steps (a finished run is reused)"))
-        last = checkpoint or train_variant(cfg, train_pairs, [])
+        last = checkpoint or train_variant(cfg, [_pair(s) for s in scenes], [])
         payload, trained = read_checkpoint(last)
         step = payload["step"]
         if checkpoint:  # its own budget, whatever the fold config says; the variant's network and diffusion
@@ -282,7 +282,7 @@ def run_fold(fold: str, variants: list[Variant], threads: int, flip_ensemble: bo
         if corrected:  # the network's correction weighted by λ fitted one scale down (quality.corrected_fuser)
             fusers[f"{row} λ-corrected"] = corrected_fuser(denoiser)
         runs[row] = {"config": str(CONFIG_DIR / f"{fold}.toml"), "change": v.change, "step": step,
-                     "batch": cfg.train.batch, "patch": cfg.train.patch, "train_scenes": [p.name for p in train_pairs]}
+                     "batch": cfg.train.batch, "patch": cfg.train.patch, "train_scenes": scenes}
     say(NAME, f"{fold}: scoring {len(spec.test)} reduced- and {len(spec.full)} full-resolution samples")
     reduced = {s: score_sample(fusers, _pair(s)) for s in spec.test}
     full = {r.label: score_sample(fusers, datasets.full_resolution(r.scene, r, BANDS)) for r in spec.full}

@@ -53,8 +53,11 @@ def pack(path: str | Path, packed: PackedPairs) -> Path:
             arrays[f"{split}_{i}_pan"] = np.asarray(p.pan, np.float32)  # (H, W) or (H, W, k)
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez_compressed(tmp, meta=np.array(json.dumps(meta)), **arrays)
-    tmp.replace(path)
+    try:
+        np.savez_compressed(tmp, meta=np.array(json.dumps(meta)), **arrays)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)  # a failed write leaves nothing behind
     return path
 
 
