@@ -43,7 +43,7 @@ from ddrf_train.config import DegradationConfig, ExperimentConfig, RadiometricCo
 
 from ._report import RESULTS_DIR, Clock, environment, environment_lines, markdown_table, say, write_results
 from .ablation import train_variant
-from .quality import base_fuser, corrected_fuser, default_methods, model_fuser, score_sample
+from .quality import base_fuser, default_methods, model_fuser, score_sample
 
 NAME = "generalization"
 BASE_CONFIG = Path("configs/small_4band.toml")
@@ -249,8 +249,7 @@ def variant_config(fold: str, variant: Variant) -> ExperimentConfig:
 
 
 def run_fold(fold: str, variants: list[Variant], threads: int, flip_ensemble: bool = False,
-             also_value_scale: ValueScale | None = None, checkpoint: Path | None = None,
-             corrected: bool = False) -> dict:
+             also_value_scale: ValueScale | None = None, checkpoint: Path | None = None) -> dict:
     """Train every variant of one fold, then score them and the classical methods on the held-out sensor;
     ``checkpoint``: score that one (a single variant trained elsewhere, e.g. on a GPU box) instead of training."""
     spec = FOLDS[fold]
@@ -279,8 +278,6 @@ def run_fold(fold: str, variants: list[Variant], threads: int, flip_ensemble: bo
             fusers[f"{row}, {also_value_scale.value} scaling"] = model_fuser(denoiser, also_value_scale)
         if cfg.diffusion.base is not Base.UPSAMPLED:  # the fitted-once classical part, for what the network adds
             fusers[f"{row} base (x0 = 0)"] = base_fuser(denoiser)
-        if corrected:  # the network's correction weighted by λ fitted one scale down (quality.corrected_fuser)
-            fusers[f"{row} λ-corrected"] = corrected_fuser(denoiser)
         runs[row] = {"config": str(CONFIG_DIR / f"{fold}.toml"), "change": v.change, "step": step,
                      "batch": cfg.train.batch, "patch": cfg.train.patch, "train_scenes": scenes}
     say(NAME, f"{fold}: scoring {len(spec.test)} reduced- and {len(spec.full)} full-resolution samples")
@@ -355,8 +352,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--flip-ensemble", action="store_true", help="also score each model with the flip ensemble")
     ap.add_argument("--also-value-scale", choices=[v.value for v in ValueScale],
                     help="also score each model under this input scaling (default rows: the model's own)")
-    ap.add_argument("--corrected", action="store_true",
-                    help="also score each model with its correction weighted by λ fitted one scale down")
     ap.add_argument("--pack", type=Path, metavar="DIR",
                     help="write DIR/<fold>_<variant>/{config.toml,pairs.npz} for training elsewhere, and exit")
     ap.add_argument("--checkpoint", type=Path,
@@ -384,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     for fold in args.folds:
         report["folds"][fold] = run_fold(fold, variants, args.threads, args.flip_ensemble,
                                          args.also_value_scale and ValueScale(args.also_value_scale),
-                                         args.checkpoint, args.corrected)
+                                         args.checkpoint)
         if args.checkpoint:  # the budget line states the checkpoint's own
             run = next(iter(report["folds"][fold]["runs"].values()))
             report.update(iterations=run["step"], batch=run["batch"], patch=run["patch"])

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
@@ -31,9 +30,7 @@ from ddrf_runtime.backends import DenoiserLike
 from ddrf_runtime.flip_ensemble import FlipEnsemble
 from ddrf_runtime.evaluation.metrics import full_resolution_metrics, reduced_resolution_metrics
 from ddrf_runtime.model_spec import ModelSpec, ValueScale
-from ddrf_runtime.mtf import DEFAULT_MS_GAIN, DEFAULT_PAN_GAIN
 from ddrf_runtime.pipeline import FuseOptions, fuse_arrays
-from ddrf_runtime.resample import wald_degrade
 from ddrf_runtime.session import DenoiseFn, Denoiser
 from ddrf_runtime.target import Base
 
@@ -86,30 +83,6 @@ def base_fuser(denoiser: DenoiserLike) -> Fuser:
     """The model's base image alone (its classical detail injection with the scene's statistics), through the
     same runtime path: the network's contribution is the model row's difference from this one."""
     return model_fuser(_ZeroNetwork(denoiser.spec))
-
-
-def corrected_fuser(denoiser: DenoiserLike) -> Fuser:
-    """The model with its network's correction (output − base) scaled by one λ ∈ [0, 1] fitted on the scene one
-    scale down (generic MTFs, as the base's detail gains are): the least-squares weight of the correction
-    against what the base misses there. A prototype, measured by the leave-one-sensor-out benchmark before it
-    becomes a runtime option: on a sensor where the network's correction does not carry, λ → 0 falls back to
-    the base; where it does, λ ≈ 1 keeps it."""
-    model, base = model_fuser(denoiser), base_fuser(denoiser)
-
-    def fuse(sample: Sample) -> np.ndarray:
-        ms, r = ms_to_fuse(sample), denoiser.spec.ratio
-        h, w = ms.shape[0] // r * r, ms.shape[1] // r * r
-        ms_c = ms[:h, :w].astype(np.float32)  # (h, w, C): the reference one scale down
-        ms_r, pan_r = wald_degrade(ms_c, sample.pan[:h * r, :w * r], r, DEFAULT_MS_GAIN, DEFAULT_PAN_GAIN)
-        down = dataclasses.replace(sample, ms_lr=ms_r, pan=pan_r) if isinstance(sample, datasets.Pair) \
-            else dataclasses.replace(sample, ms=ms_r, pan=pan_r)
-        base_r = base(down)  # (h, w, C)
-        d = (model(down) - base_r).reshape(-1, ms.shape[-1]).astype(np.float64)  # the network's correction
-        e = (ms_c - base_r).reshape(-1, ms.shape[-1]).astype(np.float64)  # what the base misses
-        lam = float(np.clip((d * e).sum() / max(float((d * d).sum()), 1e-12), 0.0, 1.0))
-        base_f = base(sample)
-        return base_f + np.float32(lam) * (model(sample) - base_f)
-    return fuse
 
 
 def fits(denoiser: Denoiser, family: str) -> bool:
@@ -202,8 +175,6 @@ def main(argv: list[str] | None = None) -> int:
                          "(FuseOptions.flip_ensemble)")
     ap.add_argument("--also-value-scale", choices=[v.value for v in ValueScale],
                     help="also a row with the model under this input scaling (FuseOptions.value_scale)")
-    ap.add_argument("--corrected", action="store_true",
-                    help="also a row with the network's correction weighted by λ fitted one scale down")
     ap.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = ap.parse_args(argv)
     registry = default_methods()
@@ -222,8 +193,6 @@ def main(argv: list[str] | None = None) -> int:
                 rows[f"DDRF, {value_scale.value} scaling"] = model_fuser(denoiser, value_scale)
             if denoiser.spec.target.base is not Base.UPSAMPLED:  # what the network adds to its base
                 rows["DDRF base (x0 = 0)"] = base_fuser(denoiser)
-            if args.corrected:
-                rows["DDRF λ-corrected"] = corrected_fuser(denoiser)
         res = evaluate(family, rows)
         if model:
             res["model"] = {"path": str(args.model), "training_data": denoiser.spec.training_data,

@@ -199,21 +199,34 @@ def test_base_fuser_delivers_the_models_base_of_the_whole_pair(data_dir, base) -
     assert np.abs(fused / s - lms.transpose(1, 2, 0)).max() > 0.02  # it injected detail: not the upsampled MS
 
 
-def test_corrected_fuser_weights_the_networks_correction_by_one_lambda_in_0_1(data_dir) -> None:
-    """The λ-corrected row (a prototype): base + λ·(model − base), one λ ∈ [0, 1] for the whole sample, fitted on
-    the sample one scale down, so it never leaves the segment between the base and the model's output."""
+def test_correction_weight_is_the_least_squares_weight_of_the_correction() -> None:
+    from benchmarks.trust import correction_weight, weights
+
+    rng = np.random.default_rng(0)
+    base, d = rng.normal(size=(2, 32, 32, 3))
+    reference = base + 0.3 * d + 0.01 * rng.normal(size=d.shape)
+    assert correction_weight(base + d, base, reference) == pytest.approx(0.3, abs=0.01)
+    assert correction_weight(base + 2 * d, base, reference) == pytest.approx(0.15, abs=0.01)
+    assert correction_weight(base, base, reference) == 0.0  # no correction, nothing to weight
+    assert weights(0.1) == {"model": 1.0, "base": 0.0, "clip(λ)": 0.1, "ramp": pytest.approx(0.1 / 0.35)}
+
+
+def test_trust_scores_the_model_and_its_base_as_the_quality_rows_do(data_dir) -> None:
+    """Weight 1 is the model's own output and 0 its base (the quality benchmark's rows); the native λ of the model's
+    output against its own ground truth is what a least-squares fit of the reference gives."""
     from benchmarks._fixtures import BUNDLED
-    from benchmarks.quality import base_fuser, corrected_fuser, model_fuser
+    from benchmarks.quality import base_fuser, model_fuser
+    from benchmarks.trust import score
     from ddrf_runtime.evaluation.datasets import reduced_resolution
+    from ddrf_runtime.evaluation.metrics import reduced_resolution_metrics
     from ddrf_runtime.evaluation.splits import Region
     from ddrf_runtime.session import Denoiser
 
     denoiser = Denoiser(BUNDLED.with_suffix(".onnx"), "cpu")
-    pair = reduced_resolution("osman", 4, Region("osman", (0, 128), (0, 128)), 4)
-    base, model, corrected = (f(pair).astype(np.float64) for f in
-                              (base_fuser(denoiser), model_fuser(denoiser), corrected_fuser(denoiser)))
-    step = model - base
-    moved = np.abs(step) > 5.0  # DN: where the network changes the base clearly
-    assert moved.mean() > 0.01
-    lam = ((corrected - base)[moved] / step[moved])
-    assert 0.0 <= np.median(lam) <= 1.0 and np.percentile(np.abs(lam - np.median(lam)), 99) < 1e-3
+    pair = reduced_resolution("osman", 4, Region("osman", (136, 200), (0, 64)), 4)
+    s = score(denoiser, pair)
+    for way, fuse in (("model", model_fuser(denoiser)), ("base", base_fuser(denoiser))):
+        m = reduced_resolution_metrics(pair.gt, np.clip(fuse(pair), 0, pair.full_scale), 4, pair.full_scale)
+        assert s["rows"][way]["ERGAS"] == pytest.approx(m["ERGAS"], rel=1e-6)
+    assert s["rows"]["model"]["ERGAS"] < s["rows"]["base"]["ERGAS"]  # a seen sensor: the correction helps
+    assert s["best"] > 0.5 and np.isfinite(s["fit"])
