@@ -225,8 +225,13 @@ def test_trust_scores_the_model_and_its_base_as_the_quality_rows_do(data_dir) ->
     denoiser = Denoiser(BUNDLED.with_suffix(".onnx"), "cpu")
     pair = reduced_resolution("osman", 4, Region("osman", (136, 200), (0, 64)), 4)
     s = score(denoiser, pair)
+    fused = {}
     for way, fuse in (("model", model_fuser(denoiser)), ("base", base_fuser(denoiser))):
-        m = reduced_resolution_metrics(pair.gt, np.clip(fuse(pair), 0, pair.full_scale), 4, pair.full_scale)
+        fused[way] = fuse(pair).astype(np.float64)
+        m = reduced_resolution_metrics(pair.gt, np.clip(fused[way], 0, pair.full_scale), 4, pair.full_scale)
         assert s["rows"][way]["ERGAS"] == pytest.approx(m["ERGAS"], rel=1e-6)
+    correction = (fused["model"] - fused["base"]).reshape(-1, 1)
+    best = np.linalg.lstsq(correction, (pair.gt - fused["base"]).ravel(), rcond=None)[0][0]
+    assert s["best"] == pytest.approx(best, rel=1e-4)
     assert s["rows"]["model"]["ERGAS"] < s["rows"]["base"]["ERGAS"]  # a seen sensor: the correction helps
     assert s["best"] > 0.5 and np.isfinite(s["fit"])
