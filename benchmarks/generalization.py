@@ -36,6 +36,7 @@ from ddrf_runtime.flip_ensemble import FlipEnsemble
 from ddrf_runtime.model_spec import ValueScale
 from ddrf_runtime.evaluation.splits import FUSEBOX_PATH_ROWS, Region
 from ddrf_runtime.target import Base
+from ddrf_runtime.trust import Trust
 from ddrf_train.backend import TorchDenoiser
 from ddrf_train import packed
 from ddrf_train.checkpoint import read_checkpoint
@@ -249,7 +250,8 @@ def variant_config(fold: str, variant: Variant) -> ExperimentConfig:
 
 
 def run_fold(fold: str, variants: list[Variant], threads: int, flip_ensemble: bool = False,
-             also_value_scale: ValueScale | None = None, checkpoint: Path | None = None) -> dict:
+             also_value_scale: ValueScale | None = None, checkpoint: Path | None = None,
+             trust_full: bool = False) -> dict:
     """Train every variant of one fold, then score them and the classical methods on the held-out sensor;
     ``checkpoint``: score that one (a single variant trained elsewhere, e.g. on a GPU box) instead of training."""
     spec = FOLDS[fold]
@@ -276,6 +278,8 @@ def run_fold(fold: str, variants: list[Variant], threads: int, flip_ensemble: bo
             fusers[f"{row} flip ensemble"] = model_fuser(FlipEnsemble(denoiser))
         if also_value_scale:  # the same network under the other input scaling (FuseOptions.value_scale)
             fusers[f"{row}, {also_value_scale.value} scaling"] = model_fuser(denoiser, also_value_scale)
+        if trust_full:  # the network's correction in full, not weighted by its fit one scale down (FuseOptions.trust)
+            fusers[f"{row}, trust full"] = model_fuser(denoiser, trust=Trust.FULL)
         if cfg.diffusion.base is not Base.UPSAMPLED:  # the fitted-once classical part, for what the network adds
             fusers[f"{row} base (x0 = 0)"] = base_fuser(denoiser)
         runs[row] = {"config": str(CONFIG_DIR / f"{fold}.toml"), "change": v.change, "step": step,
@@ -352,6 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--flip-ensemble", action="store_true", help="also score each model with the flip ensemble")
     ap.add_argument("--also-value-scale", choices=[v.value for v in ValueScale],
                     help="also score each model under this input scaling (default rows: the model's own)")
+    ap.add_argument("--also-trust-full", action="store_true",
+                    help="also score each model with its correction in full (default rows: weighted by its fit one "
+                         "scale down, FuseOptions.trust)")
     ap.add_argument("--pack", type=Path, metavar="DIR",
                     help="write DIR/<fold>_<variant>/{config.toml,pairs.npz} for training elsewhere, and exit")
     ap.add_argument("--checkpoint", type=Path,
@@ -379,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     for fold in args.folds:
         report["folds"][fold] = run_fold(fold, variants, args.threads, args.flip_ensemble,
                                          args.also_value_scale and ValueScale(args.also_value_scale),
-                                         args.checkpoint)
+                                         args.checkpoint, args.also_trust_full)
         if args.checkpoint:  # the budget line states the checkpoint's own
             run = next(iter(report["folds"][fold]["runs"].values()))
             report.update(iterations=run["step"], batch=run["batch"], patch=run["patch"])

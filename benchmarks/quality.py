@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -26,13 +25,14 @@ import numpy as np
 
 from ddrf_runtime import bands
 from ddrf_runtime.evaluation import baselines, datasets, splits
-from ddrf_runtime.backends import DenoiserLike
+from ddrf_runtime.backends import BaseOnly, DenoiserLike
 from ddrf_runtime.flip_ensemble import FlipEnsemble
 from ddrf_runtime.evaluation.metrics import full_resolution_metrics, reduced_resolution_metrics
-from ddrf_runtime.model_spec import ModelSpec, ValueScale
+from ddrf_runtime.model_spec import ValueScale
 from ddrf_runtime.pipeline import FuseOptions, fuse_arrays
-from ddrf_runtime.session import DenoiseFn, Denoiser
+from ddrf_runtime.session import Denoiser
 from ddrf_runtime.target import Base
+from ddrf_runtime.trust import Trust
 
 from ._report import RESULTS_DIR, environment, environment_lines, markdown_table, write_results
 
@@ -58,31 +58,20 @@ def classical_fuser(method: str) -> Fuser:
     return fuse
 
 
-def model_fuser(denoiser: DenoiserLike, value_scale: ValueScale | None = None) -> Fuser:
+def model_fuser(denoiser: DenoiserLike, value_scale: ValueScale | None = None,
+                trust: Trust = Trust.FITTED) -> Fuser:
     """An exported model as a fuser: the runtime's ``fuse_arrays`` at the sample's bit depth, with the model's
-    value scale or ``value_scale``."""
+    value scale or ``value_scale``, its correction weighted as ``trust`` says (``FuseOptions.trust``)."""
     def fuse(sample: Sample) -> np.ndarray:
-        options = FuseOptions(bit_depth=sample.bit_depth, value_scale=value_scale)
+        options = FuseOptions(bit_depth=sample.bit_depth, value_scale=value_scale, trust=trust)
         return fuse_arrays(ms_to_fuse(sample), sample.pan, denoiser, options)
     return fuse
-
-
-@dataclass(frozen=True)
-class _ZeroNetwork:
-    """A model's metadata with a network that predicts x0 = 0: the runtime then delivers the model's base."""
-
-    spec: ModelSpec
-    providers_used: tuple[str, ...] = ("x0 = 0",)
-    versions: dict[str, str] = field(default_factory=dict)
-
-    def conditioned(self, cond: np.ndarray, wav: np.ndarray, samples: int = 1) -> DenoiseFn:
-        return lambda x_t, t: np.zeros_like(x_t)
 
 
 def base_fuser(denoiser: DenoiserLike) -> Fuser:
     """The model's base image alone (its classical detail injection with the scene's statistics), through the
     same runtime path: the network's contribution is the model row's difference from this one."""
-    return model_fuser(_ZeroNetwork(denoiser.spec))
+    return model_fuser(BaseOnly(denoiser.spec), trust=Trust.FULL)
 
 
 def fits(denoiser: Denoiser, family: str) -> bool:
@@ -175,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
                          "(FuseOptions.flip_ensemble)")
     ap.add_argument("--also-value-scale", choices=[v.value for v in ValueScale],
                     help="also a row with the model under this input scaling (FuseOptions.value_scale)")
+    ap.add_argument("--also-trust-full", action="store_true",
+                    help="also a row with the network's correction in full (FuseOptions.trust full; the DDRF row "
+                         "weights it by its fit one scale down)")
     ap.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = ap.parse_args(argv)
     registry = default_methods()
@@ -191,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.also_value_scale:
                 value_scale = ValueScale(args.also_value_scale)
                 rows[f"DDRF, {value_scale.value} scaling"] = model_fuser(denoiser, value_scale)
+            if args.also_trust_full:
+                rows["DDRF, trust full"] = model_fuser(denoiser, trust=Trust.FULL)
             if denoiser.spec.target.base is not Base.UPSAMPLED:  # what the network adds to its base
                 rows["DDRF base (x0 = 0)"] = base_fuser(denoiser)
         res = evaluate(family, rows)

@@ -3,19 +3,17 @@
     python -m benchmarks.trust --model models/ddrf_4band.onnx [--family 4band] [--split test|val]
     python -m benchmarks.trust --model models/ddrf_4band.onnx --crops 128 --scenes osman ge1 wv2
     python -m benchmarks.trust --checkpoint runs/loso/osman_hpm_fit_pool_jitter_pan/last.pt --fold osman
+    python -m benchmarks.trust --model models/ddrf_4band.onnx --full-resolution --scenes osman ge1 wv2 ...
 
-A residual model outputs base + correction. Per reduced-resolution sample: λ one scale down (the sample degraded
-once more with generic MTFs is a Wald pair whose reference is the sample itself; λ is the least-squares weight of
-the network's correction onto what the base misses there), the best λ at the native scale (the same fit against
-the ground truth), and ERGAS / SAM of base + w · correction for w = 1 (the model), 0 (its base), clip(λ, 0, 1) (the
-λ guard prototype) and min(1, λ / ``RAMP``) (a guard that only scales back fits below any seen on test strips).
-A guard is worth shipping only if λ one scale down predicts the native one on seen and unseen sensors alike.
-Writes ``trust_<label>.md`` and ``.json``.
+A residual model outputs base + correction. Per reduced-resolution sample: λ one scale down as the runtime fits it
+(``ddrf_runtime.trust``: the central window degraded once more is a Wald pair whose reference is the sample itself),
+the best λ at the native scale (the same least squares against the ground truth), and ERGAS / SAM of the model with
+its correction in full (``--trust full``), of its base alone, of base + clip(λ, 0, 1) · correction (a plain λ guard)
+and of the runtime's default (``--trust fitted``: min(1, λ / ``TRUST_FIT``)). Writes ``trust_<label>.md`` / ``.json``.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -25,54 +23,46 @@ import numpy as np
 from ddrf_runtime.backends import DenoiserLike
 from ddrf_runtime.evaluation import datasets, splits
 from ddrf_runtime.evaluation.metrics import reduced_resolution_metrics
-from ddrf_runtime.mtf import DEFAULT_MS_GAIN, DEFAULT_PAN_GAIN
-from ddrf_runtime.resample import wald_degrade
+from ddrf_runtime.pipeline import FuseOptions, arrays_statistics, arrays_trust
 from ddrf_runtime.session import Denoiser
+from ddrf_runtime.trust import TRUST_FIT, Trust, correction_weight
 
 from ._report import RESULTS_DIR, Clock, environment, environment_lines, markdown_table, say, write_results
-from .quality import Fuser, base_fuser, model_fuser
+from .quality import base_fuser, model_fuser
 
 NAME = "trust"
-RAMP = 0.35  # the ramp guard keeps the correction in full from this λ up (bundled 4-band test strips: λ ≥ 0.395)
-
-
-def correction_weight(fused: np.ndarray, base: np.ndarray, reference: np.ndarray) -> float:
-    """λ: the least-squares weight of the correction (fused − base) onto what the base misses (reference − base),
-    arrays of one shape; 0 for a correction of zero."""
-    d = (fused - base).astype(np.float64).ravel()  # the network's correction
-    e = (reference - base).astype(np.float64).ravel()  # what the base misses
-    dd = float(d @ d)
-    return float(d @ e) / dd if dd > 0 else 0.0
-
-
-def weight_one_scale_down(model: Fuser, base: Fuser, pair: datasets.Pair) -> float:
-    """λ of the pair's reduced MS as the reference of its own Wald pair (generic MTFs, sides cropped to multiples
-    of the ratio)."""
-    r = pair.ratio
-    h, w = pair.ms_lr.shape[0] // r * r, pair.ms_lr.shape[1] // r * r
-    ms = pair.ms_lr[:h, :w].astype(np.float32)  # (h, w, C): the reference one scale down
-    ms_r, pan_r = wald_degrade(ms, pair.pan[:h * r, :w * r], r, DEFAULT_MS_GAIN, DEFAULT_PAN_GAIN)
-    down = dataclasses.replace(pair, ms_lr=ms_r, pan=pan_r, gt=ms)
-    b = base(down)
-    return correction_weight(model(down), b, ms)
-
-
-def weights(fit: float) -> dict[str, float]:
-    """The correction's weight in each row: the model, its base, the λ prototype, the ramp guard."""
-    return {"model": 1.0, "base": 0.0, "clip(λ)": float(np.clip(fit, 0, 1)), "ramp": float(np.clip(fit / RAMP, 0, 1))}
 
 
 def score(denoiser: DenoiserLike, pair: datasets.Pair) -> dict[str, object]:
-    """One sample's λ one scale down, best native λ, and every row's weight, ERGAS and SAM."""
-    model, base = model_fuser(denoiser), base_fuser(denoiser)
-    fit = weight_one_scale_down(model, base, pair)
-    full, b = model(pair), base(pair)  # (H, W, C) DN
+    """One sample's λ one scale down (the runtime's), best native λ, and every row's weight, ERGAS and SAM."""
+    options = FuseOptions(bit_depth=pair.bit_depth)
+    radiometry, _ = arrays_statistics(denoiser.spec, options, pair.ms_lr, pair.pan)
+    trust = arrays_trust(pair.ms_lr, pair.pan, denoiser, options, radiometry)
+    full, b = model_fuser(denoiser, trust=Trust.FULL)(pair), base_fuser(denoiser)(pair)  # (H, W, C) DN
+    plain = 1.0 if trust.fit is None else float(np.clip(trust.fit, 0, 1))  # a plain λ guard's weight
+    fused = {"model": full, "base": b, "clip(λ)": b + np.float32(plain) * (full - b),
+             "fitted": model_fuser(denoiser)(pair)}
     rows = {}
-    for way, w in weights(fit).items():
-        fused = np.clip(b + np.float32(w) * (full - b), 0.0, pair.full_scale)
-        m = reduced_resolution_metrics(pair.gt, fused, pair.ratio, pair.full_scale)
-        rows[way] = {"weight": w, "ERGAS": m["ERGAS"], "SAM": m["SAM"]}
-    return {"fit": fit, "best": correction_weight(full, b, pair.gt.astype(np.float32)), "rows": rows}
+    for way, img in fused.items():
+        m = reduced_resolution_metrics(pair.gt, np.clip(img, 0.0, pair.full_scale), pair.ratio, pair.full_scale)
+        rows[way] = {"ERGAS": m["ERGAS"], "SAM": m["SAM"]}
+    return {"fit": trust.fit, "weight": trust.weight, "best": correction_weight(full, b, pair.gt.astype(np.float32)),
+            "rows": rows}
+
+
+def full_resolution_fits(denoiser: DenoiserLike, scenes: Sequence[str]) -> dict[str, dict[str, object]]:
+    """λ one scale down and the runtime's weight on whole scenes at their own resolution, as a user runs them: one
+    scale down is then the scale of the Wald pairs the model trained on (no reference, so no best λ)."""
+    rows = {}
+    for scene in scenes:
+        full = datasets.full_resolution(scene, None, denoiser.spec.num_bands)
+        if full.ratio != denoiser.spec.ratio:
+            continue
+        options = FuseOptions(bit_depth=full.bit_depth)
+        radiometry, _ = arrays_statistics(denoiser.spec, options, full.ms, full.pan)
+        trust = arrays_trust(full.ms, full.pan, denoiser, options, radiometry)
+        rows[scene] = {"ms_pixels": list(full.ms.shape[:2]), "fit": trust.fit, "weight": trust.weight}
+    return rows
 
 
 def crop_pairs(scenes: Sequence[str], side: int, bands: int) -> dict[str, datasets.Pair]:
@@ -87,24 +77,37 @@ def crop_pairs(scenes: Sequence[str], side: int, bands: int) -> dict[str, datase
     return pairs
 
 
+def _fit(v: float | None) -> str:
+    return "–" if v is None else f"{v:.3f}"
+
+
 def to_markdown(report: Mapping) -> str:
+    if "scenes" in report:  # full resolution: fits only
+        return "\n".join([f"# Trust at full resolution: {report['label']}", "", *environment_lines(report), "",
+                          f"Model: `{report['model']}`. Whole scenes at their own resolution (what a user runs): λ one "
+                          "scale down on the central window (the scale of the model's training pairs) and the "
+                          f"runtime's weight min(1, λ / {TRUST_FIT}); – : too small to fit.", "",
+                          *markdown_table(["scene", "MS pixels", "λ one scale down", "weight"],
+                                          ([n, "×".join(map(str, r["ms_pixels"])), _fit(r["fit"]),
+                                            f"{r['weight']:.3f}"] for n, r in report["scenes"].items())), ""])
     samples = report["samples"]
     ways = list(next(iter(samples.values()))["rows"])
     lines = [f"# Trust in the network's correction: {report['label']}", "", *environment_lines(report), "",
              f"Model: `{report['model']}`. λ: least-squares weight of the network's correction (model − base) onto "
-             "what the base misses (reference − base), one scale down (the sample is its own reference) and at the "
-             f"native scale (the ground truth). Rows: base + w · correction, w = {', '.join(ways)} "
-             f"(ramp: min(1, λ / {RAMP})). ERGAS / SAM.", "",
-             *markdown_table(["sample", "λ one scale down", "best λ (native)",
+             "what the base misses (reference − base), one scale down on the central window as the runtime fits it "
+             "(the sample is its own reference) and at the native scale (the ground truth). Rows: the model with its "
+             "correction in full, its base, base + clip(λ, 0, 1) · correction, the runtime's default (`--trust "
+             f"fitted`: min(1, λ / {TRUST_FIT}) · correction). ERGAS / SAM.", "",
+             *markdown_table(["sample", "λ one scale down", "runtime weight", "best λ (native)",
                               *(f"{w} ERGAS / SAM" for w in ways)],
-                             ([name, f"{s['fit']:.3f}", f"{s['best']:.3f}",
+                             ([name, _fit(s["fit"]), f"{s['weight']:.3f}", f"{s['best']:.3f}",
                                *(f"{s['rows'][w]['ERGAS']:.3f} / {s['rows'][w]['SAM']:.3f}" for w in ways)]
                               for name, s in samples.items())), "",
              *markdown_table(["mean over samples", *ways],
                              [[k, *(f"{np.mean([s['rows'][w][k] for s in samples.values()]):.3f}" for w in ways)]
                               for k in ("ERGAS", "SAM")]), "",
              f"Samples whose native λ is above 0.5 (the correction helps): {report['helped']} of {len(samples)}; "
-             f"of them with λ one scale down below {RAMP} (the ramp would scale back a correction that helps): "
+             f"of them with λ one scale down below {TRUST_FIT} (the runtime scales back a correction that helps): "
              f"{report['helped_but_low']}.", ""]
     return "\n".join(lines)
 
@@ -118,14 +121,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--family", choices=splits.SPLITS, default="4band", help="with --model (default 4band)")
     ap.add_argument("--split", choices=("test", "val"), default="test", help="with --model (default test)")
     ap.add_argument("--crops", type=int, metavar="SIDE", help="with --model: every SIDE² crop of --scenes instead")
-    ap.add_argument("--scenes", nargs="+", default=["osman", "ge1", "wv2"], help="with --crops")
+    ap.add_argument("--scenes", nargs="+", default=["osman", "ge1", "wv2"],
+                    help="with --crops or --full-resolution and --model")
+    ap.add_argument("--full-resolution", action="store_true",
+                    help="fit whole scenes at their own resolution instead (--scenes with --model, the fold's with "
+                         "--checkpoint)")
     ap.add_argument("--fold", help="with --checkpoint: the held-out sensor (benchmarks.generalization's folds)")
     ap.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = ap.parse_args(argv)
     clock = Clock()
     if args.model:
         denoiser: DenoiserLike = Denoiser(args.model, "cpu")
-        if args.crops:
+        scenes, samples = args.scenes, {}
+        if args.full_resolution:
+            label = f"full_{denoiser.spec.num_bands}band"
+        elif args.crops:
             samples = crop_pairs(args.scenes, args.crops, denoiser.spec.num_bands)
             label = f"crops{args.crops}"
         else:
@@ -141,14 +151,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         step = read_checkpoint(args.checkpoint)[0]["step"]
         denoiser, label = TorchDenoiser(args.checkpoint, "cpu", 1), f"loso_{args.fold}_{step}"
         samples = {s: _pair(s) for s in FOLDS[args.fold].test}
+        scenes = list(FOLDS[args.fold].scenes)
+        label = f"full_{label}" if args.full_resolution else label
     env = environment(NAME, argv, ("numpy", "onnxruntime"))
+    if args.full_resolution:
+        report = {**env, "label": label, "model": str(args.model or args.checkpoint), "trust_fit": TRUST_FIT,
+                  "scenes": full_resolution_fits(denoiser, scenes), "run": clock.summary()}
+        write_results(f"{NAME}_{label}", report, to_markdown(report), args.out)
+        return 0
     scored = {}
     for name, pair in samples.items():
         scored[name] = score(denoiser, pair)
-        say(NAME, f"{name}: λ one scale down {scored[name]['fit']:.3f}, native {scored[name]['best']:.3f}")
+        say(NAME, f"{name}: λ one scale down {_fit(scored[name]['fit'])}, native {scored[name]['best']:.3f}")
     helped = [s for s in scored.values() if s["best"] > 0.5]
-    report = {**env, "label": label, "model": str(args.model or args.checkpoint), "ramp": RAMP, "samples": scored,
-              "helped": len(helped), "helped_but_low": sum(s["fit"] < RAMP for s in helped), "run": clock.summary()}
+    report = {**env, "label": label, "model": str(args.model or args.checkpoint), "trust_fit": TRUST_FIT,
+              "samples": scored, "helped": len(helped), "helped_but_low": sum(s["weight"] < 1 for s in helped),
+              "run": clock.summary()}
     write_results(f"{NAME}_{label}", report, to_markdown(report), args.out)
     return 0
 

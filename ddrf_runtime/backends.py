@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import importlib
 import os
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -32,6 +33,19 @@ class DenoiserLike(Protocol):
     versions: dict[str, str]
 
     def conditioned(self, cond: np.ndarray, wav: np.ndarray, samples: int = 1) -> DenoiseFn: ...
+
+
+@dataclass(frozen=True)
+class BaseOnly:
+    """A model's metadata with a network that predicts x0 = 0: a residual model's runtime then delivers its base,
+    what the network's correction is measured against."""
+
+    spec: ModelSpec
+    providers_used: tuple[str, ...] = ("x0 = 0",)
+    versions: dict[str, str] = field(default_factory=dict)
+
+    def conditioned(self, cond: np.ndarray, wav: np.ndarray, samples: int = 1) -> DenoiseFn:
+        return lambda x_t, t: np.zeros_like(x_t)
 
 
 def load_denoiser(path: str | os.PathLike, backend: Backend = Backend.ONNX, device: Device = Device.AUTO,

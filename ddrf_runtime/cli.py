@@ -19,6 +19,7 @@ from .errors import ConfigError, DdrfError, DeviceError, InputError
 from .model_spec import ValueScale
 from .pipeline import FuseOptions
 from .session import Device
+from .trust import Trust
 
 if TYPE_CHECKING:
     from .scene import SceneConfig
@@ -74,6 +75,10 @@ def add_scene_options(p: argparse.ArgumentParser) -> None:
                         "brightness mapped to the training data's: the bit depth then does not matter) or auto "
                         "(bit_depth when the bit depth is stated or a plausible guess, else scene_mean); default: "
                         "the model's")
+    p.add_argument("--trust", choices=[t.value for t in Trust], default=Trust.FITTED.value,
+                   help="how much of the network's correction of its classical base to keep: fitted (default: the "
+                        "scene one scale down is its own reference; a correction that does not help there is "
+                        "scaled back towards the classical base) or full (as the network predicts it)")
     p.add_argument("--flip-ensemble", action="store_true",
                    help="average the network over the 4 flips of every tile: ~3.3x the time, ~2%% lower ERGAS/SAM")
     p.add_argument("--threads", type=int, help="intra-op threads for the network")
@@ -169,7 +174,7 @@ def _fuse_options(args: argparse.Namespace) -> FuseOptions:
     try:
         return FuseOptions(steps=args.steps, tile=args.tile, overlap=args.overlap, batch=args.batch,
                            seed=args.seed, bit_depth=args.bit_depth, samples=args.samples,
-                           flip_ensemble=args.flip_ensemble,
+                           flip_ensemble=args.flip_ensemble, trust=Trust(args.trust),
                            value_scale=None if args.value_scale is None else ValueScale(args.value_scale))
     except ConfigError as e:
         raise _option_error(e) from None

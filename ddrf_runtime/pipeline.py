@@ -7,10 +7,11 @@ same for arrays already in memory.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -21,13 +22,14 @@ from .model_spec import ModelSpec
 from .resample import UPSAMPLE_REACH, upsample
 from .sampler import sample_ddim
 from .schedule import ddim_timesteps
-from .backends import DenoiserLike
+from .backends import BaseOnly, DenoiserLike
 from .detail_base import (MatchMoments, SceneBase, base_context, box_mean, fit_window, residual_base,
                           scene_statistics)
 from .model_spec import ValueScale
 from .session import Denoiser
 from .target import TargetSpec
 from .tiling import Tile, TileGrid, pad_symmetric, tile_noise
+from .trust import Trust, TrustFit, correction_weight, one_scale_down, trust_from_fit
 from .uncertainty import pool_spread, sample_statistics, spread_bands, spread_channels
 from .wavelets import wavelet_condition
 
@@ -50,6 +52,7 @@ class FuseOptions:
     spread_sigma: float = 1.0  # Gaussian σ (PAN pixels) pooling each tile's sample variance; 0 = per pixel
     flip_ensemble: bool = False  # average the network over the 4 flips of every tile (``FlipEnsemble``): ≈ 3.3× time
     value_scale: ValueScale | None = None  # how DN become network units (``Radiometry``); None → the model's
+    trust: Trust = Trust.FITTED  # the network's correction as fitted one scale down (``trust``), or in full
 
     def __post_init__(self) -> None:
         checks = [  # (field, valid?, problem): the error names the field as its ``path``
@@ -65,6 +68,8 @@ class FuseOptions:
             ("spread_sigma", self.spread_sigma >= 0, f"must be >= 0, got {self.spread_sigma}"),
             ("value_scale", self.value_scale is None or self.value_scale in {v.value for v in ValueScale},
              f"must be one of {', '.join(v.value for v in ValueScale)}, got {self.value_scale!r}"),
+            ("trust", self.trust in {v.value for v in Trust},
+             f"must be one of {', '.join(v.value for v in Trust)}, got {self.trust!r}"),
         ]
         for name, ok, problem in checks:
             if not ok:
@@ -121,11 +126,13 @@ class Radiometry:
     """How one scene's DN map to network units: inputs ÷ ``unit``, the fused result × ``unit``, then clipped to
     [0, ``full_scale``]. Under ``ValueScale.SCENE_MEAN`` the unit makes the scene's mean MS the model's
     ``reference_mean``, so the network's answer does not depend on the bit depth stated or on the scene's
-    brightness: the classical base is homogeneous in the inputs and the network's correction is scaled back."""
+    brightness: the classical base is homogeneous in the inputs and the network's correction is scaled back.
+    ``correction`` is how much of that correction the scene keeps (``trust``)."""
 
     full_scale: float  # 2**bits − 1 of the inputs: the largest value read or written
     unit: float  # DN per network unit: the full scale (BIT_DEPTH) or mean MS DN ÷ reference_mean (SCENE_MEAN)
     value_scale: ValueScale = ValueScale.BIT_DEPTH  # which of the two ``unit`` is
+    correction: float = 1.0  # weight of the network's correction (x0) in the fused result: ``TrustFit.weight``
 
     @classmethod
     def of(cls, spec: ModelSpec, value_scale: ValueScale, scale: float,
@@ -262,6 +269,8 @@ def sample_batch(batch: BatchInputs, denoiser: DenoiserLike, options: FuseOption
                      spec.alphas_cumprod(), callback=advance, eta=options.eta,
                      noise=lambda step: _sample_noise(options, batch.tiles, (c, th, tw), step + 1))
     base = batch.base if n_s == 1 else np.repeat(batch.base, n_s, axis=0)  # (B·N, C, th, tw): shared per tile
+    if radiometry.correction != 1.0:
+        x0 = x0 * np.float32(radiometry.correction)
     fused = spec.target.decode(x0, base) * np.float32(radiometry.unit)  # (B·N, C, th, tw)
     fused = np.clip(fused, 0.0, radiometry.full_scale)
     return fused.reshape(n, n_s, c, th, tw).transpose(0, 1, 3, 4, 2)  # (B, N, th, tw, C)
@@ -371,6 +380,40 @@ def arrays_statistics(spec: ModelSpec, options: FuseOptions, ms: np.ndarray,
     return radiometry, _array_statistics(spec.target, ms_n, pan_n, spec.ratio, moments, radiometry.from_full_scale)
 
 
+def window_trust(read: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray | None]], denoiser: DenoiserLike,
+                 options: FuseOptions, radiometry: Radiometry) -> TrustFit:
+    """How much of the network's correction a scene keeps (``trust``), from its central ``fit_window`` as ``read()``
+    returns it, called only when a fit is wanted: ms (h, w, C) and pan (r·h, r·w[, k]) in DN and the MS pixels
+    valid in both (h, w) (None: all). The window one scale down is fused by the model and by its base alone, at
+    the scene's full scale and value scale, one sample."""
+    spec = denoiser.spec
+    if Trust(options.trust) is Trust.FULL:
+        return TrustFit(1.0, None, "trust full: the correction as predicted")
+    if not spec.target.residual:
+        return TrustFit(1.0, None, "the model predicts the image, not a correction of a base")
+    ms, pan, valid = read()
+    down = one_scale_down(ms, pan, spec.ratio, radiometry.full_scale)
+    if down is None:
+        return TrustFit(1.0, None, "too small to fit one scale down")
+    ms_r, pan_r = down  # (h/r, w/r, C), (h, w[, k])
+    bits = round(math.log2(radiometry.full_scale + 1))
+    plain = dataclasses.replace(options, trust=Trust.FULL, samples=1, bit_depth=bits,
+                                value_scale=radiometry.value_scale)
+    fused, base = (fuse_arrays(ms_r, pan_r, network, plain) for network in (denoiser, BaseOnly(spec)))  # (h, w, C)
+    h, w = fused.shape[:2]
+    return trust_from_fit(correction_weight(fused, base, ms[:h, :w], None if valid is None else valid[:h, :w]))
+
+
+def arrays_trust(ms: np.ndarray, pan: np.ndarray, denoiser: DenoiserLike, options: FuseOptions,
+                 radiometry: Radiometry) -> TrustFit:
+    """``window_trust`` of an in-memory scene, ms (h, w, C) and pan (rh, rw[, k]) in DN (``arrays_statistics``'s
+    ``radiometry``), on its central ``fit_window``."""
+    r = denoiser.spec.ratio
+    r0, c0, rows, cols = fit_window(ms.shape[0], ms.shape[1], r)
+    return window_trust(lambda: (ms[r0:r0 + rows, c0:c0 + cols], pan[r0 * r:(r0 + rows) * r, c0 * r:(c0 + cols) * r],
+                                 None), denoiser, options, radiometry)
+
+
 def fuse_arrays(ms: np.ndarray, pan: np.ndarray, model: DenoiserLike | str | os.PathLike,
                 options: FuseOptions = FuseOptions(), progress: bool = False) -> np.ndarray:
     """Fuse a whole in-memory scene: ms (h, w, C) and pan (rh, rw[, k]) in DN → (rh, rw, C) float32 DN.
@@ -391,6 +434,7 @@ def fuse_arrays_with_spread(ms: np.ndarray, pan: np.ndarray, model: DenoiserLike
     spec = denoiser.spec
     _check_arrays(ms, pan, spec)
     radiometry, scene = arrays_statistics(spec, options, ms, pan)
+    radiometry = dataclasses.replace(radiometry, correction=arrays_trust(ms, pan, denoiser, options, radiometry).weight)
     grid = make_grid(spec, options, pan.shape[0], pan.shape[1])
     c = spec.num_bands
     out = np.zeros(pan.shape[:2] + (output_channels(c, options),), np.float32)  # (rh, rw, C + S) weighted sum

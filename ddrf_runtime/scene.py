@@ -12,6 +12,7 @@ ever holds a complete file. The network runs on the calling thread, between the 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import functools
 import json
@@ -37,7 +38,7 @@ from .detail_base import MatchMoments, SceneBase, box_mean, fit_window, scene_st
 from .errors import ConfigError, InputError, ModelError, OutputError
 from .model_spec import ModelSpec, ValueScale
 from .pipeline import (BatchInputs, BitDepth, FuseOptions, Radiometry, denoise_batch, full_scale, make_grid,
-                       output_channels, prepare_batch, tiles_per_call)
+                       output_channels, prepare_batch, tiles_per_call, window_trust)
 from .bit_depths import bit_depth_for_max
 from .raster_io import RasterPair, _first_line, atomic_output, check_output_path, declared_bit_depth, inspect_pair
 from .session import Device
@@ -45,6 +46,7 @@ from .sidecar import SpreadSidecar, atomic_outputs, sidecar_path
 from .stages import OrderedWorker, ordered_map
 from .tiling import Tile, TileGrid
 from .tiling import Window as GridWindow
+from .trust import Trust, TrustFit
 
 # GDAL's block cache while fusing: one row of tiles' reads fits many times over, and a fixed cap keeps peak
 # memory independent of the machine (GDAL's default is 5 % of RAM, which a very large scene fills).
@@ -207,15 +209,33 @@ def _scene_statistics(pair: RasterPair, spec: ModelSpec, value_scale: ValueScale
                                             lambda: _read_ms_grid(ms_ds, pan_ds, pair, window, scale))
 
 
-def _read_ms_grid(ms_ds, pan_ds, pair: RasterPair, ms_win: GridWindow,
-                  scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Normalised MS (C, n, m) of an MS-grid window, its PAN (r·n, r·m), and the MS pixels valid in both (n, m)."""
+def _read_window(ms_ds, pan_ds, pair: RasterPair, ms_win: GridWindow,
+                 scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """DN of an MS-grid window: MS (n, m, C), its PAN (r·n, r·m, k), and the MS pixels valid in both (n, m)."""
     r = pair.ratio
     pan_win = GridWindow(ms_win.row * r, ms_win.col * r, ms_win.height * r, ms_win.width * r)
     ms, ms_ok = _read_filled(ms_ds, _shift(ms_win, pair.ms_window), scale)  # (n, m, C)
-    pan, pan_ok = _read_filled(pan_ds, _shift(pan_win, pair.pan_window), scale)  # (n·r, m·r, 1)
-    valid = ms_ok & (box_mean(pan_ok, r) == 1.0)  # every PAN pixel of the MS pixel valid too
+    pan, pan_ok = _read_filled(pan_ds, _shift(pan_win, pair.pan_window), scale)  # (n·r, m·r, k)
+    return ms, pan, ms_ok & (box_mean(pan_ok, r) == 1.0)  # every PAN pixel of the MS pixel valid too
+
+
+def _read_ms_grid(ms_ds, pan_ds, pair: RasterPair, ms_win: GridWindow,
+                  scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Normalised MS (C, n, m) of an MS-grid window, its first PAN band (r·n, r·m), and its valid MS pixels."""
+    ms, pan, valid = _read_window(ms_ds, pan_ds, pair, ms_win, scale)
     return ms.transpose(2, 0, 1) / scale, pan[..., 0] / scale, valid
+
+
+def _scene_trust(pair: RasterPair, denoiser: DenoiserLike, options: FuseOptions,
+                 radiometry: Radiometry) -> TrustFit:
+    """``pipeline.window_trust`` on the scene's central ``fit_window``, read from the rasters if a fit is wanted."""
+    window = GridWindow(*fit_window(int(pair.ms_window.height), int(pair.ms_window.width), pair.ratio))
+
+    def read() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), rasterio.open(pair.ms_path) as ms_ds, \
+                rasterio.open(pair.pan_path) as pan_ds:
+            return _read_window(ms_ds, pan_ds, pair, window, radiometry.full_scale)
+    return window_trust(read, denoiser, options, radiometry)
 
 
 @dataclass(frozen=True, eq=False)  # holds arrays
@@ -381,6 +401,10 @@ def fuse_scene(ms_path: str | os.PathLike, pan_path: str | os.PathLike, out_path
     t = time.perf_counter()
     radiometry, scene = _scene_statistics(pair, spec, value_scale, scale)
     timings["scene_statistics"] = time.perf_counter() - t
+    t = time.perf_counter()
+    trust = _scene_trust(pair, denoiser, options, radiometry)
+    radiometry = dataclasses.replace(radiometry, correction=trust.weight)
+    timings["trust"] = time.perf_counter() - t
 
     nodata = _output_nodata(pair, scale)
     t = time.perf_counter()
@@ -426,6 +450,7 @@ def fuse_scene(ms_path: str | os.PathLike, pan_path: str | os.PathLike, out_path
         "tiles": len(grid.tiles), "tile_shape": list(grid.tile_shape), "options": asdict(options),
         "base": {"kind": spec.target.base.value,  # what the network's residual corrects, and its scene statistics
                  **({} if scene is None else scene.as_dict())},
+        "trust": {"setting": Trust(options.trust).value, **trust.as_dict()},  # how much of the correction is kept
         "size": [pair.height, pair.width], "nodata_pixels": n_invalid,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
     }

@@ -199,21 +199,9 @@ def test_base_fuser_delivers_the_models_base_of_the_whole_pair(data_dir, base) -
     assert np.abs(fused / s - lms.transpose(1, 2, 0)).max() > 0.02  # it injected detail: not the upsampled MS
 
 
-def test_correction_weight_is_the_least_squares_weight_of_the_correction() -> None:
-    from benchmarks.trust import correction_weight, weights
-
-    rng = np.random.default_rng(0)
-    base, d = rng.normal(size=(2, 32, 32, 3))
-    reference = base + 0.3 * d + 0.01 * rng.normal(size=d.shape)
-    assert correction_weight(base + d, base, reference) == pytest.approx(0.3, abs=0.01)
-    assert correction_weight(base + 2 * d, base, reference) == pytest.approx(0.15, abs=0.01)
-    assert correction_weight(base, base, reference) == 0.0  # no correction, nothing to weight
-    assert weights(0.1) == {"model": 1.0, "base": 0.0, "clip(λ)": 0.1, "ramp": pytest.approx(0.1 / 0.35)}
-
-
 def test_trust_scores_the_model_and_its_base_as_the_quality_rows_do(data_dir) -> None:
-    """Weight 1 is the model's own output and 0 its base (the quality benchmark's rows); the native λ of the model's
-    output against its own ground truth is what a least-squares fit of the reference gives."""
+    """The rows are the quality benchmark's (the model with its correction in full and by default, its base); the
+    native λ of the model's correction against the ground truth is what an independent least-squares fit gives."""
     from benchmarks._fixtures import BUNDLED
     from benchmarks.quality import base_fuser, model_fuser
     from benchmarks.trust import score
@@ -221,12 +209,14 @@ def test_trust_scores_the_model_and_its_base_as_the_quality_rows_do(data_dir) ->
     from ddrf_runtime.evaluation.metrics import reduced_resolution_metrics
     from ddrf_runtime.evaluation.splits import Region
     from ddrf_runtime.session import Denoiser
+    from ddrf_runtime.trust import Trust
 
     denoiser = Denoiser(BUNDLED.with_suffix(".onnx"), "cpu")
     pair = reduced_resolution("osman", 4, Region("osman", (136, 200), (0, 64)), 4)
     s = score(denoiser, pair)
     fused = {}
-    for way, fuse in (("model", model_fuser(denoiser)), ("base", base_fuser(denoiser))):
+    for way, fuse in (("model", model_fuser(denoiser, trust=Trust.FULL)), ("base", base_fuser(denoiser)),
+                      ("fitted", model_fuser(denoiser))):
         fused[way] = fuse(pair).astype(np.float64)
         m = reduced_resolution_metrics(pair.gt, np.clip(fused[way], 0, pair.full_scale), 4, pair.full_scale)
         assert s["rows"][way]["ERGAS"] == pytest.approx(m["ERGAS"], rel=1e-6)
@@ -234,4 +224,19 @@ def test_trust_scores_the_model_and_its_base_as_the_quality_rows_do(data_dir) ->
     best = np.linalg.lstsq(correction, (pair.gt - fused["base"]).ravel(), rcond=None)[0][0]
     assert s["best"] == pytest.approx(best, rel=1e-4)
     assert s["rows"]["model"]["ERGAS"] < s["rows"]["base"]["ERGAS"]  # a seen sensor: the correction helps
-    assert s["best"] > 0.5 and np.isfinite(s["fit"])
+    assert s["best"] > 0.5
+    assert s["fit"] is None and s["weight"] == 1.0  # 16² MS pixels: too small to fit one scale down
+
+
+def test_trust_at_full_resolution_keeps_a_seen_scenes_correction(data_dir) -> None:
+    """A whole seen scene at its own resolution fits λ one scale down at the scale the model trained at (near 1),
+    so the runtime keeps the correction in full; a scene of another ratio is skipped, not mis-fused."""
+    from benchmarks._fixtures import BUNDLED
+    from benchmarks.trust import full_resolution_fits
+    from ddrf_runtime.session import Denoiser
+    from ddrf_runtime.trust import TRUST_FIT
+
+    rows = full_resolution_fits(Denoiser(BUNDLED.with_suffix(".onnx"), "cpu"), ["osman", "landsat8"])
+    assert list(rows) == ["osman"]  # Landsat-8's PAN is 2× its MS: not a ratio-4 scene
+    assert rows["osman"]["ms_pixels"] == [200, 200]
+    assert rows["osman"]["fit"] > 2 * TRUST_FIT and rows["osman"]["weight"] == 1.0

@@ -55,13 +55,13 @@ def test_report_quicklook_and_metrics(demo_run, fake_models):
     d, report = demo_run
     assert report.keys() >= {"inputs", "output", "model", "backend", "providers", "versions", "bands", "ratio",
                              "bit_depth", "bit_depth_source", "steps", "tiles", "tile_shape", "options", "size",
-                             "nodata_pixels", "machine", "timings_s", "quicklook", "metrics"}
+                             "nodata_pixels", "machine", "timings_s", "quicklook", "metrics", "trust"}
     assert (report["output"], report["model"], report["quicklook"]) == (str(d / "fused.tif"), fake_models["wav"],
                                                                          str(d / "q.png"))
     assert (report["size"], report["ratio"], report["steps"], report["tiles"]) == ([800, 800], 4, 1, 16)
     assert (report["bit_depth"], report["bit_depth_source"]) == (11, "data maximum 2047")
     assert report["providers"] == ["CPUExecutionProvider"] and report["nodata_pixels"] == 0
-    assert report["timings_s"].keys() == {"setup", "scene_statistics", "fuse_and_write", "cog",
+    assert report["timings_s"].keys() == {"setup", "scene_statistics", "trust", "fuse_and_write", "cog",
                                           "quicklook_and_metrics", "total"}
     metrics = report["metrics"]
     assert metrics.keys() == {"crop", "D_lambda", "D_s", "HQNR"} and metrics["crop"] == [16, 16, 768, 768]
