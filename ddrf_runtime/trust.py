@@ -6,7 +6,7 @@ steps: Osman ERGAS 2.564 against 2.477 for its base and 2.513 for MTF-GLP-HPM, L
 2.457 for MTF-GLP-FS). Degrading the scene's central window once more makes a Wald pair whose reference is the
 scene itself; there λ, the least-squares weight of the network's correction onto what the base misses, says
 whether the correction points the right way. On held-out sensors it follows the best weight at the native scale;
-on the sensors a model was trained on it under-states it (their correction is learnt at their own scale: 0.40–0.79
+on the sensors a model was trained on it under-states it (their correction is learnt at their own scale: 0.40–0.62
 on the 4-band test strips whose best native weight is 1.03–1.43). So λ is not used as it is: the correction is
 kept in full from ``TRUST_FIT`` up and scaled by λ / ``TRUST_FIT`` below (``python -m benchmarks.trust``).
 """
@@ -21,7 +21,7 @@ from .mtf import DEFAULT_MS_GAIN, DEFAULT_PAN_GAIN
 from .resample import wald_degrade
 
 # λ from which the correction is kept in full: below every strip-sized seen sample's (0.395 lowest of 18), above the
-# held-out ones where the correction hurt (Osman 0.13, Landsat-7 0.16–0.50 at 12,000 steps; benchmarks/results/trust_*).
+# held-out ones where the correction hurt (Osman −0.01, Landsat-7 0.16–0.50 at 12,000 steps; results/trust_*).
 TRUST_FIT = 0.35
 MIN_FIT_SIDE = 8  # MS pixels a side one scale down below which a window carries too little to fit λ on
 
