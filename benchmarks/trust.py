@@ -25,7 +25,7 @@ from ddrf_runtime.evaluation import datasets, splits
 from ddrf_runtime.evaluation.metrics import reduced_resolution_metrics
 from ddrf_runtime.pipeline import FuseOptions, arrays_statistics, arrays_trust
 from ddrf_runtime.session import Denoiser
-from ddrf_runtime.trust import TRUST_FIT, Trust, correction_weight
+from ddrf_runtime.trust import TRUST_FIT, Trust, TrustFit, correction_weight
 
 from ._report import RESULTS_DIR, Clock, environment, environment_lines, markdown_table, say, write_results
 from .quality import base_fuser, model_fuser
@@ -33,11 +33,16 @@ from .quality import base_fuser, model_fuser
 NAME = "trust"
 
 
+def runtime_trust(denoiser: DenoiserLike, ms: np.ndarray, pan: np.ndarray, bit_depth: int) -> TrustFit:
+    """The weight ``fuse_arrays`` gives this scene's correction by default, and its λ."""
+    options = FuseOptions(bit_depth=bit_depth)
+    radiometry, _ = arrays_statistics(denoiser.spec, options, ms, pan)
+    return arrays_trust(ms, pan, denoiser, options, radiometry)
+
+
 def score(denoiser: DenoiserLike, pair: datasets.Pair) -> dict[str, object]:
     """One sample's λ one scale down (the runtime's), best native λ, and every row's weight, ERGAS and SAM."""
-    options = FuseOptions(bit_depth=pair.bit_depth)
-    radiometry, _ = arrays_statistics(denoiser.spec, options, pair.ms_lr, pair.pan)
-    trust = arrays_trust(pair.ms_lr, pair.pan, denoiser, options, radiometry)
+    trust = runtime_trust(denoiser, pair.ms_lr, pair.pan, pair.bit_depth)
     full, b = model_fuser(denoiser, trust=Trust.FULL)(pair), base_fuser(denoiser)(pair)  # (H, W, C) DN
     plain = 1.0 if trust.fit is None else float(np.clip(trust.fit, 0, 1))  # a plain λ guard's weight
     fused = {"model": full, "base": b, "clip(λ)": b + np.float32(plain) * (full - b),
@@ -58,9 +63,7 @@ def full_resolution_fits(denoiser: DenoiserLike, scenes: Sequence[str]) -> dict[
         full = datasets.full_resolution(scene, None, denoiser.spec.num_bands)
         if full.ratio != denoiser.spec.ratio:
             continue
-        options = FuseOptions(bit_depth=full.bit_depth)
-        radiometry, _ = arrays_statistics(denoiser.spec, options, full.ms, full.pan)
-        trust = arrays_trust(full.ms, full.pan, denoiser, options, radiometry)
+        trust = runtime_trust(denoiser, full.ms, full.pan, full.bit_depth)
         rows[scene] = {"ms_pixels": list(full.ms.shape[:2]), "fit": trust.fit, "weight": trust.weight}
     return rows
 
