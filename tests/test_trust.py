@@ -80,7 +80,8 @@ def test_a_correction_that_does_not_help_one_scale_down_is_scaled_back(demo):
     net = _Offset()
     radiometry, _ = arrays_statistics(net.spec, FAST, ms, pan)
     trust = arrays_trust(ms, pan, net, FAST, radiometry)
-    assert trust.fit is not None and trust.weight < 0.5
+    assert trust.fit is not None and trust.fit < 0.1  # a constant explains nothing of what the base misses
+    assert trust.weight == pytest.approx(min(1.0, max(trust.fit, 0.0) / TRUST_FIT))
     full = fuse_arrays(ms, pan, net, dataclasses.replace(FAST, trust=Trust.FULL))
     fitted = fuse_arrays(ms, pan, net, FAST)
     base = fuse_arrays(ms, pan, BaseOnly(net.spec), FAST)
