@@ -46,7 +46,7 @@ from .sidecar import SpreadSidecar, atomic_outputs, sidecar_path
 from .stages import OrderedWorker, ordered_map
 from .tiling import Tile, TileGrid
 from .tiling import Window as GridWindow
-from .trust import Trust, TrustFit
+from .trust import Trust
 
 # GDAL's block cache while fusing: one row of tiles' reads fits many times over, and a fixed cap keeps peak
 # memory independent of the machine (GDAL's default is 5 % of RAM, which a very large scene fills).
@@ -185,12 +185,14 @@ def _shift(window: GridWindow, by: Window) -> Window:
     return Window(by.col_off + window.col, by.row_off + window.row, window.width, window.height)
 
 
-def _scene_statistics(pair: RasterPair, spec: ModelSpec, value_scale: ValueScale,
-                      scale: float) -> tuple[Radiometry, SceneBase | None]:
+def _scene_statistics(pair: RasterPair, spec: ModelSpec, value_scale: ValueScale, scale: float,
+                      read_fit_window: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]]
+                      ) -> tuple[Radiometry, SceneBase | None]:
     """The whole scene's radiometry (``pipeline.Radiometry``) and base statistics
     (``detail_base.scene_statistics``; None for bases without any) over the MS pixels valid in both inputs: the
     moments in one extra pass over the PAN, block-row by block-row (bounded memory), and for ``Base.GLP_HPM_FIT``
-    the detail gains on the central ``fit_window``. Scenes that need neither skip the pass."""
+    the detail gains on the central ``fit_window`` as ``read_fit_window`` returns it (``_fit_window_reader``).
+    Scenes that need neither skip the pass."""
     target = spec.target
     if not target.base.needs_scene_statistics and value_scale is ValueScale.BIT_DEPTH:
         return Radiometry(scale, scale), None
@@ -204,9 +206,8 @@ def _scene_statistics(pair: RasterPair, spec: ModelSpec, value_scale: ValueScale
             ms, pan, valid = _read_ms_grid(ms_ds, pan_ds, pair, GridWindow(r0, 0, n, ms_cols), scale)
             total = total + MatchMoments.of(ms, box_mean(pan, r), valid)
         radiometry = Radiometry.of(spec, value_scale, scale, total)
-        window = GridWindow(*fit_window(ms_rows, ms_cols, r))
         return radiometry, scene_statistics(target, total, radiometry.from_full_scale, r,
-                                            lambda: _read_ms_grid(ms_ds, pan_ds, pair, window, scale))
+                                            lambda: _normalised(read_fit_window(), scale))
 
 
 def _read_window(ms_ds, pan_ds, pair: RasterPair, ms_win: GridWindow,
@@ -219,23 +220,30 @@ def _read_window(ms_ds, pan_ds, pair: RasterPair, ms_win: GridWindow,
     return ms, pan, ms_ok & (box_mean(pan_ok, r) == 1.0)  # every PAN pixel of the MS pixel valid too
 
 
-def _read_ms_grid(ms_ds, pan_ds, pair: RasterPair, ms_win: GridWindow,
-                  scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Normalised MS (C, n, m) of an MS-grid window, its first PAN band (r·n, r·m), and its valid MS pixels."""
-    ms, pan, valid = _read_window(ms_ds, pan_ds, pair, ms_win, scale)
+def _normalised(window: tuple[np.ndarray, np.ndarray, np.ndarray],
+                scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A ``_read_window`` result as MS (C, n, m) and first PAN band (r·n, r·m) ÷ ``scale``, and its valid pixels."""
+    ms, pan, valid = window
     return ms.transpose(2, 0, 1) / scale, pan[..., 0] / scale, valid
 
 
-def _scene_trust(pair: RasterPair, denoiser: DenoiserLike, options: FuseOptions,
-                 radiometry: Radiometry) -> TrustFit:
-    """``pipeline.window_trust`` on the scene's central ``fit_window``, read from the rasters if a fit is wanted."""
+def _read_ms_grid(ms_ds, pan_ds, pair: RasterPair, ms_win: GridWindow,
+                  scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Normalised MS (C, n, m) of an MS-grid window, its first PAN band (r·n, r·m), and its valid MS pixels."""
+    return _normalised(_read_window(ms_ds, pan_ds, pair, ms_win, scale), scale)
+
+
+def _fit_window_reader(pair: RasterPair, scale: float) -> Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``_read_window`` of the scene's central ``fit_window``, read on the first call only: the detail gains and the
+    trust fit (``pipeline.window_trust``) both use it, and a scene that needs neither never reads it."""
     window = GridWindow(*fit_window(int(pair.ms_window.height), int(pair.ms_window.width), pair.ratio))
 
+    @functools.cache
     def read() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), rasterio.open(pair.ms_path) as ms_ds, \
                 rasterio.open(pair.pan_path) as pan_ds:
-            return _read_window(ms_ds, pan_ds, pair, window, radiometry.full_scale)
-    return window_trust(read, denoiser, options, radiometry)
+            return _read_window(ms_ds, pan_ds, pair, window, scale)
+    return read
 
 
 @dataclass(frozen=True, eq=False)  # holds arrays
@@ -399,10 +407,12 @@ def fuse_scene(ms_path: str | os.PathLike, pan_path: str | os.PathLike, out_path
     scale = full_scale(depth.bits)
     timings["setup"] = time.perf_counter() - t
     t = time.perf_counter()
-    radiometry, scene = _scene_statistics(pair, spec, value_scale, scale)
+    read_fit_window = _fit_window_reader(pair, scale)
+    radiometry, scene = _scene_statistics(pair, spec, value_scale, scale, read_fit_window)
     timings["scene_statistics"] = time.perf_counter() - t
     t = time.perf_counter()
-    trust = _scene_trust(pair, denoiser, options, radiometry)
+    trust = window_trust(read_fit_window, denoiser, options, radiometry)
+    read_fit_window.cache_clear()  # the window is not needed while the strips stream
     radiometry = dataclasses.replace(radiometry, correction=trust.weight)
     timings["trust"] = time.perf_counter() - t
 
