@@ -251,7 +251,7 @@ def variant_config(fold: str, variant: Variant) -> ExperimentConfig:
 
 def run_fold(fold: str, variants: list[Variant], threads: int, flip_ensemble: bool = False,
              also_value_scale: ValueScale | None = None, checkpoint: Path | None = None,
-             trust_full: bool = False) -> dict:
+             trust_full: bool = False, projections: int | None = None) -> dict:
     """Train every variant of one fold, then score them and the classical methods on the held-out sensor;
     ``checkpoint``: score that one (a single variant trained elsewhere, e.g. on a GPU box) instead of training."""
     spec = FOLDS[fold]
@@ -280,6 +280,8 @@ def run_fold(fold: str, variants: list[Variant], threads: int, flip_ensemble: bo
             fusers[f"{row}, {also_value_scale.value} scaling"] = model_fuser(denoiser, also_value_scale)
         if trust_full:  # the network's correction in full, not weighted by its fit one scale down (FuseOptions.trust)
             fusers[f"{row}, trust full"] = model_fuser(denoiser, trust=Trust.FULL)
+        if projections is not None:  # other back-projection steps onto the MS (FuseOptions.projections)
+            fusers[f"{row}, {projections} projections"] = model_fuser(denoiser, projections=projections)
         if cfg.diffusion.base is not Base.UPSAMPLED:  # the fitted-once classical part, for what the network adds
             fusers[f"{row} base (x0 = 0)"] = base_fuser(denoiser)
         runs[row] = {"config": str(CONFIG_DIR / f"{fold}.toml"), "change": v.change, "step": step,
@@ -359,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--also-trust-full", action="store_true",
                     help="also score each model with its correction in full (default rows: weighted by its fit one "
                          "scale down, FuseOptions.trust)")
+    ap.add_argument("--also-projections", type=int, metavar="K",
+                    help="also score each model with K back-projection steps onto the MS (FuseOptions.projections)")
     ap.add_argument("--pack", type=Path, metavar="DIR",
                     help="write DIR/<fold>_<variant>/{config.toml,pairs.npz} for training elsewhere, and exit")
     ap.add_argument("--checkpoint", type=Path,
@@ -386,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     for fold in args.folds:
         report["folds"][fold] = run_fold(fold, variants, args.threads, args.flip_ensemble,
                                          args.also_value_scale and ValueScale(args.also_value_scale),
-                                         args.checkpoint, args.also_trust_full)
+                                         args.checkpoint, args.also_trust_full, args.also_projections)
         if args.checkpoint:  # the budget line states the checkpoint's own
             run = next(iter(report["folds"][fold]["runs"].values()))
             report.update(iterations=run["step"], batch=run["batch"], patch=run["patch"])

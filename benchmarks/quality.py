@@ -27,6 +27,7 @@ from ddrf_runtime import bands
 from ddrf_runtime.evaluation import baselines, datasets, splits
 from ddrf_runtime.backends import BaseOnly, DenoiserLike
 from ddrf_runtime.flip_ensemble import FlipEnsemble
+from ddrf_runtime.consistency import DEFAULT_PROJECTIONS
 from ddrf_runtime.evaluation.metrics import full_resolution_metrics, reduced_resolution_metrics
 from ddrf_runtime.model_spec import ValueScale
 from ddrf_runtime.pipeline import FuseOptions, fuse_arrays
@@ -59,19 +60,21 @@ def classical_fuser(method: str) -> Fuser:
 
 
 def model_fuser(denoiser: DenoiserLike, value_scale: ValueScale | None = None,
-                trust: Trust = Trust.FITTED) -> Fuser:
+                trust: Trust = Trust.FITTED, projections: int = DEFAULT_PROJECTIONS) -> Fuser:
     """An exported model as a fuser: the runtime's ``fuse_arrays`` at the sample's bit depth, with the model's
-    value scale or ``value_scale``, its correction weighted as ``trust`` says (``FuseOptions.trust``)."""
+    value scale or ``value_scale``, its correction weighted as ``trust`` says (``FuseOptions.trust``) and
+    ``projections`` back-projection steps onto the MS (``FuseOptions.projections``)."""
     def fuse(sample: Sample) -> np.ndarray:
-        options = FuseOptions(bit_depth=sample.bit_depth, value_scale=value_scale, trust=trust)
+        options = FuseOptions(bit_depth=sample.bit_depth, value_scale=value_scale, trust=trust,
+                              projections=projections)
         return fuse_arrays(ms_to_fuse(sample), sample.pan, denoiser, options)
     return fuse
 
 
-def base_fuser(denoiser: DenoiserLike) -> Fuser:
+def base_fuser(denoiser: DenoiserLike, projections: int = DEFAULT_PROJECTIONS) -> Fuser:
     """The model's base image alone (its classical detail injection with the scene's statistics), through the
     same runtime path: the network's contribution is the model row's difference from this one."""
-    return model_fuser(BaseOnly(denoiser.spec), trust=Trust.FULL)
+    return model_fuser(BaseOnly(denoiser.spec), trust=Trust.FULL, projections=projections)
 
 
 def fits(denoiser: Denoiser, family: str) -> bool:
@@ -167,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--also-trust-full", action="store_true",
                     help="also a row with the network's correction in full (FuseOptions.trust full; the DDRF row "
                          "weights it by its fit one scale down)")
+    ap.add_argument("--also-projections", type=int, metavar="K",
+                    help="also a row with K back-projection steps onto the MS (FuseOptions.projections; the DDRF "
+                         f"row has {DEFAULT_PROJECTIONS})")
     ap.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = ap.parse_args(argv)
     registry = default_methods()
@@ -185,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
                 rows[f"DDRF, {value_scale.value} scaling"] = model_fuser(denoiser, value_scale)
             if args.also_trust_full:
                 rows["DDRF, trust full"] = model_fuser(denoiser, trust=Trust.FULL)
+            if args.also_projections is not None:
+                rows[f"DDRF, {args.also_projections} projections"] = model_fuser(
+                    denoiser, projections=args.also_projections)
             if denoiser.spec.target.base is not Base.UPSAMPLED:  # what the network adds to its base
                 rows["DDRF base (x0 = 0)"] = base_fuser(denoiser)
         res = evaluate(family, rows)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from .backends import Backend
+from .consistency import DEFAULT_PROJECTIONS
 from .errors import ConfigError, DdrfError, DeviceError, InputError
 from .model_spec import ValueScale
 from .pipeline import FuseOptions
@@ -79,6 +80,9 @@ def add_scene_options(p: argparse.ArgumentParser) -> None:
                    help="how much of the network's correction of its classical base to keep: fitted (default: the "
                         "scene one scale down is its own reference; a correction that does not help there is "
                         "scaled back towards the classical base) or full (as the network predicts it)")
+    p.add_argument("--projections", type=int, default=DEFAULT_PROJECTIONS,
+                   help="back-projection steps of the fused image onto the MS (its blur, decimated, gives back the "
+                        f"MS; default {DEFAULT_PROJECTIONS}, 0 = off)")
     p.add_argument("--flip-ensemble", action="store_true",
                    help="average the network over the 4 flips of every tile: ~3.3x the time, ~2%% lower ERGAS/SAM")
     p.add_argument("--threads", type=int, help="intra-op threads for the network")
@@ -174,7 +178,7 @@ def _fuse_options(args: argparse.Namespace) -> FuseOptions:
     try:
         return FuseOptions(steps=args.steps, tile=args.tile, overlap=args.overlap, batch=args.batch,
                            seed=args.seed, bit_depth=args.bit_depth, samples=args.samples,
-                           flip_ensemble=args.flip_ensemble, trust=Trust(args.trust),
+                           flip_ensemble=args.flip_ensemble, trust=Trust(args.trust), projections=args.projections,
                            value_scale=None if args.value_scale is None else ValueScale(args.value_scale))
     except ConfigError as e:
         raise _option_error(e) from None

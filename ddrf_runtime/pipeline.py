@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from .consistency import DEFAULT_PROJECTIONS, project_onto_ms
 from .errors import ConfigError, InputError
 from .flip_ensemble import FlipEnsemble
 from .model_spec import ModelSpec
@@ -53,6 +54,7 @@ class FuseOptions:
     flip_ensemble: bool = False  # average the network over the 4 flips of every tile (``FlipEnsemble``): ≈ 3.3× time
     value_scale: ValueScale | None = None  # how DN become network units (``Radiometry``); None → the model's
     trust: Trust = Trust.FITTED  # the network's correction as fitted one scale down (``trust``), or in full
+    projections: int = DEFAULT_PROJECTIONS  # back-projection steps of each fused tile onto its MS (``consistency``)
 
     def __post_init__(self) -> None:
         checks = [  # (field, valid?, problem): the error names the field as its ``path``
@@ -70,6 +72,7 @@ class FuseOptions:
              f"must be one of {', '.join(v.value for v in ValueScale)}, got {self.value_scale!r}"),
             ("trust", self.trust in {v.value for v in Trust},
              f"must be one of {', '.join(v.value for v in Trust)}, got {self.trust!r}"),
+            ("projections", self.projections >= 0, f"must be >= 0, got {self.projections}"),
         ]
         for name, ok, problem in checks:
             if not ok:
@@ -268,10 +271,12 @@ def sample_batch(batch: BatchInputs, denoiser: DenoiserLike, options: FuseOption
     x0 = sample_ddim(network.conditioned(batch.cond, batch.wav, samples=n_s), batch.noise, timesteps,
                      spec.alphas_cumprod(), callback=advance, eta=options.eta,
                      noise=lambda step: _sample_noise(options, batch.tiles, (c, th, tw), step + 1))
-    base = batch.base if n_s == 1 else np.repeat(batch.base, n_s, axis=0)  # (B·N, C, th, tw): shared per tile
+    base, lms = ((a if n_s == 1 else np.repeat(a, n_s, axis=0))  # (B·N, C, th, tw) each: shared per tile
+                 for a in (batch.base, batch.cond[:, :c]))
     if radiometry.correction != 1.0:
         x0 = x0 * np.float32(radiometry.correction)
-    fused = spec.target.decode(x0, base) * np.float32(radiometry.unit)  # (B·N, C, th, tw)
+    fused = project_onto_ms(spec.target.decode(x0, base), lms, spec.ratio, options.projections)  # (B·N, C, th, tw)
+    fused = fused * np.float32(radiometry.unit)
     fused = np.clip(fused, 0.0, radiometry.full_scale)
     return fused.reshape(n, n_s, c, th, tw).transpose(0, 1, 3, 4, 2)  # (B, N, th, tw, C)
 
@@ -397,8 +402,8 @@ def window_trust(read: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray | N
         return TrustFit(1.0, None, "too small to fit one scale down")
     ms_r, pan_r = down  # (h/r, w/r, C), (h, w[, k])
     bits = round(math.log2(radiometry.full_scale + 1))
-    plain = dataclasses.replace(options, trust=Trust.FULL, samples=1, bit_depth=bits,
-                                value_scale=radiometry.value_scale)
+    plain = dataclasses.replace(options, trust=Trust.FULL, samples=1, bit_depth=bits, projections=0,
+                                value_scale=radiometry.value_scale)  # λ's threshold was set on the raw correction
     fused, base = (fuse_arrays(ms_r, pan_r, network, plain) for network in (denoiser, BaseOnly(spec)))  # (h, w, C)
     h, w = fused.shape[:2]
     return trust_from_fit(correction_weight(fused, base, ms[:h, :w], None if valid is None else valid[:h, :w]))

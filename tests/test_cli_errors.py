@@ -180,6 +180,8 @@ REFUSED = {
     "prepare_threads_zero": (lambda p: p.args.extend(["--prepare-threads", "0"]), "--prepare-threads",
                              ["must be >= 1, got 0"]),
     "samples_zero": (lambda p: p.args.extend(["--samples", "0"]), "--samples", ["must be >= 1, got 0"]),
+    "projections_negative": (lambda p: p.args.extend(["--projections", "-1"]), "--projections",
+                             ["must be >= 0, got -1"]),
     "tile_not_a_multiple": (lambda p: p.args.extend(["--tile", "100"]), "model",
                             ["tile size 100", "multiple of 16", "try 96"]),
     "cuda_without_cuda": (_no_cuda, "--device", ["'cuda'", "no CUDA provider"]),

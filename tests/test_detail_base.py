@@ -75,7 +75,7 @@ def test_runtime_tiles_add_the_residual_to_the_whole_scene_base(tmp_path, osman,
     it is the whole scene's base, seams included (scene borders aside, where the two pad differently)."""
     spec = dataclasses.replace(SPEC, target=target)
     model = make_model(tmp_path / "zero_glp.onnx", "zero", spec=spec)
-    out = fuse_arrays(osman.ms_lr, osman.pan, model, FuseOptions(tile=48, overlap=16, bit_depth=11))
+    out = fuse_arrays(osman.ms_lr, osman.pan, model, FuseOptions(tile=48, overlap=16, bit_depth=11, projections=0))
     lms = reference_lms(osman.ms_lr).transpose(2, 0, 1)[None]  # (1, C, H, W), the runtime's scene lms
     pan = (osman.pan / 2047.0)[None, None].astype(np.float32)
     offsets = match_offsets(osman.ms_lr.transpose(2, 0, 1) / 2047.0, pan[0, 0], 4)
@@ -113,7 +113,7 @@ def test_scene_path_reads_the_pan_halo_like_the_array_path(tmp_path, demo_crop, 
     monkeypatch.setattr(scene_module, "STATS_BLOCK_PIXELS", 9_600)  # 15 MS rows of the 40-row crop a block
     monkeypatch.setattr(detail_base, "FIT_MS_SIDE", 24)  # a window inside the crop, not the whole of it
     model = make_model(tmp_path / "zero_glp.onnx", "zero", spec=dataclasses.replace(SPEC, target=target))
-    fuse = FuseOptions(tile=64, overlap=16, bit_depth=11)
+    fuse = FuseOptions(tile=64, overlap=16, bit_depth=11, projections=0)
     out = tmp_path / "fused.tif"
     report = fuse_scene(*demo_crop, out, SceneConfig(model=str(model), device=Device.CPU, fuse=fuse, threads=1))
     with rasterio.open(demo_crop[0]) as m, rasterio.open(demo_crop[1]) as p, rasterio.open(out) as o:

@@ -103,7 +103,7 @@ def crop_reference(tmp_path_factory, demo_crop, fake_models):
     """The zero-model output of the whole demo crop (bands, rows, cols)."""
     out = tmp_path_factory.mktemp("crop_reference") / "fused.tif"
     assert main([str(a) for a in (demo_crop[0], "--pan", demo_crop[1], "-o", out, "--model", fake_models["zero"],
-                                  *FAST_ARGS)]) == 0
+                                  *FAST_ARGS, "--projections", "0")]) == 0
     return read(out)
 
 
@@ -113,7 +113,8 @@ def test_window_of_one_input(tmp_path, demo_crop, fake_models, cli, crop_referen
     ms, pan = tmp_path / "ms.tif", tmp_path / "pan.tif"
     for src, dst in zip(demo_crop, (ms, pan)):
         rewrite(dst, src=src, window=window if dst.stem == cropped else None)
-    assert cli(ms, "--pan", pan, "-o", tmp_path / "f.tif", "--model", fake_models["zero"], *FAST_ARGS)[0] == 0
+    assert cli(ms, "--pan", pan, "-o", tmp_path / "f.tif", "--model", fake_models["zero"], *FAST_ARGS,
+               "--projections", "0")[0] == 0  # back-projection reads no context past a window's edge
     with rasterio.open(tmp_path / "f.tif") as o, rasterio.open(demo_crop[1]) as full_pan:
         assert o.shape == (152, 152)
         assert o.transform.almost_equals(full_pan.window_transform(Window(4, 4, 152, 152)))

@@ -20,7 +20,7 @@ from ddrf_runtime.trust import TRUST_FIT, Trust, correction_weight, one_scale_do
 from .onnx_fakes import DEMO_SPEC
 from .scenes import crop_demo, read
 
-FAST = FuseOptions(tile=64, overlap=16, steps=1, bit_depth=11)
+FAST = FuseOptions(tile=64, overlap=16, steps=1, bit_depth=11, projections=0)
 HPM_SPEC = dataclasses.replace(DEMO_SPEC, target=TargetSpec(base=Base.GLP_HPM))
 
 

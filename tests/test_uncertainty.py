@@ -1,4 +1,5 @@
 """--samples N: the statistics, the sample noises, the pipeline's mean and spread, the sidecar and its atomicity."""
+import dataclasses
 import json
 
 import numpy as np
@@ -132,10 +133,11 @@ def test_eta_zero_is_the_deterministic_sampler_and_eta_adds_the_given_noise():
 def test_samples_mean_and_spread_are_those_of_the_seeded_noises(models):
     """At one step a sample is (noise-free fusion) + NOISY_GAIN·x_t: the mean and std follow from the noises."""
     ms, pan = _midrange_scene()
-    base = fuse_arrays(ms, pan, models["wav"], FuseOptions(steps=1, bit_depth=11))
-    one = fuse_arrays(ms, pan, models["noisy"], FuseOptions(steps=1, bit_depth=11, seed=5))
-    mean, spread = fuse_arrays_with_spread(ms, pan, models["noisy"], FuseOptions(steps=1, bit_depth=11, seed=5,
-                                                                                  samples=3, spread_sigma=0))
+    plain = FuseOptions(steps=1, bit_depth=11, projections=0)  # the noises as sampled, not back-projected
+    base = fuse_arrays(ms, pan, models["wav"], plain)
+    one = fuse_arrays(ms, pan, models["noisy"], dataclasses.replace(plain, seed=5))
+    mean, spread = fuse_arrays_with_spread(ms, pan, models["noisy"],
+                                           dataclasses.replace(plain, seed=5, samples=3, spread_sigma=0))
     noises = np.stack([tile_noise(5, 0, 0, (4, 48, 80), s) for s in range(3)]).transpose(0, 2, 3, 1)  # (N, H, W, C)
     np.testing.assert_allclose(one - base, NOISY_GAIN * noises[0], atol=0.02)  # sample 0: the historical noise
     np.testing.assert_allclose(mean - base, NOISY_GAIN * noises.mean(axis=0), atol=0.02)

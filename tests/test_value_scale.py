@@ -24,7 +24,7 @@ REF = 0.2
 # x0 = t = 99 at the one step, / 10⁴: a detail of ≈ 1 % of the network unit, far from the clip at full scale
 SCENE_SPEC = dataclasses.replace(DEMO_SPEC, value_scale=ValueScale.SCENE_MEAN, reference_mean=REF, default_steps=1,
                                  target=TargetSpec(scale=1e4))
-FAST = FuseOptions(tile=64, overlap=8)
+FAST = FuseOptions(tile=64, overlap=8, projections=0)
 
 
 @pytest.fixture(scope="module")
