@@ -113,7 +113,8 @@ def test_fuse_arrays_tiles_a_ratio_three_scene_with_a_nine_band_guide(data_dir, 
     # A model that reads the wavelet condition only: tiling must not change the result. The default options
     # fit themselves to ratio 3 (tile 504 = 21·24, overlap 66): one padded tile here.
     np.testing.assert_allclose(fuse_arrays(p.ms_lr, p.pan, wav, tiled),
-                               fuse_arrays(p.ms_lr, p.pan, wav, FuseOptions(steps=1, projections=0)), rtol=1e-5, atol=0.05)
+                               fuse_arrays(p.ms_lr, p.pan, wav, FuseOptions(steps=1, projections=0)),
+                               rtol=1e-5, atol=0.05)
     grid = make_grid(spec, FuseOptions(), 3000, 3000)
     assert (grid.tile, grid.overlap) == (504, 66)
 
