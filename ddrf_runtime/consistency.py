@@ -4,8 +4,9 @@ back the MS it was made from (Wald's consistency property).
 Neither the network's correction nor a classical detail injection keeps that property on a sensor whose MTF
 differs from what they assume; one step ``fused += upsample(ms − decimate(mtf_lowpass(fused)))`` moves the
 low frequencies back onto the measured MS and leaves the PAN's detail where it is. With generic MTFs (the sensor
-is unknown at run time) two steps lower ERGAS and SAM on every bundled model's validation and test strips and on
-every leave-one-sensor-out fold (``python -m benchmarks.quality … --also-projections 0``, model card).
+is unknown at run time) two steps lower ERGAS and SAM on every bundled model's validation and test strips, and ERGAS
+on every leave-one-sensor-out fold (SAM on all but WorldView-2; ``python -m benchmarks.quality …
+--also-projections 0``, model card).
 """
 from __future__ import annotations
 
