@@ -10,6 +10,8 @@ on every leave-one-sensor-out fold (SAM on all but WorldView-2; ``python -m benc
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .mtf import DEFAULT_MS_GAIN, convolve_replicate, mtf_kernel
@@ -20,6 +22,12 @@ ROUND_OFF = 1e-6  # float32 FFT filtering's error, in units of the inputs' scale
 DEFAULT_PROJECTIONS = 2  # steps: the validation strips gain 1.3 % ERGAS from the first, 0.4 % from the second
 
 
+@functools.lru_cache(maxsize=None)
+def _kernel(gain: float, ratio: int) -> np.ndarray:
+    """The float32 MTF kernel, built once per (gain, ratio) rather than once per batch of tiles."""
+    return mtf_kernel(gain, ratio).astype(np.float32)
+
+
 def project_onto_ms(fused: np.ndarray, lms: np.ndarray, ratio: int, steps: int,
                     gain: float = DEFAULT_MS_GAIN) -> np.ndarray:
     """``fused`` (N, C, H, W) moved ``steps`` times towards consistency with the MS that ``lms`` (N, C, H, W) is
@@ -28,7 +36,7 @@ def project_onto_ms(fused: np.ndarray, lms: np.ndarray, ratio: int, steps: int,
     if steps <= 0:
         return fused
     n, c, h, w = fused.shape
-    kernel = mtf_kernel(gain, ratio).astype(np.float32)
+    kernel = _kernel(gain, ratio)
     ms = decimate(np.moveaxis(lms, (0, 1), (2, 3)), ratio)  # (h/r, w/r, N, C)
     out = np.ascontiguousarray(fused, np.float32)
     reach = UPSAMPLE_REACH
