@@ -10,22 +10,14 @@ on every leave-one-sensor-out fold (SAM on all but WorldView-2; ``python -m benc
 """
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
-from .mtf import DEFAULT_MS_GAIN, convolve_replicate, mtf_kernel
+from .mtf import DEFAULT_MS_GAIN, lowpass_decimate
 from .resample import UPSAMPLE_REACH, decimate, upsample
 from .tiling import pad_symmetric
 
 ROUND_OFF = 1e-6  # float32 FFT filtering's error, in units of the inputs' scale: a smaller step is not added
 DEFAULT_PROJECTIONS = 2  # steps: the validation strips gain 1.3 % ERGAS from the first, 0.4 % from the second
-
-
-@functools.lru_cache(maxsize=None)
-def _kernel(gain: float, ratio: int) -> np.ndarray:
-    """The float32 MTF kernel, built once per (gain, ratio) rather than once per batch of tiles."""
-    return mtf_kernel(gain, ratio).astype(np.float32)
 
 
 def project_onto_ms(fused: np.ndarray, lms: np.ndarray, ratio: int, steps: int,
@@ -36,14 +28,12 @@ def project_onto_ms(fused: np.ndarray, lms: np.ndarray, ratio: int, steps: int,
     if steps <= 0:
         return fused
     n, c, h, w = fused.shape
-    kernel = _kernel(gain, ratio)
     ms = decimate(np.moveaxis(lms, (0, 1), (2, 3)), ratio)  # (h/r, w/r, N, C)
     out = np.ascontiguousarray(fused, np.float32)
     reach = UPSAMPLE_REACH
     for _ in range(steps):
-        low = np.stack([[convolve_replicate(out[i, b], kernel, np.float32) for b in range(c)]
-                        for i in range(n)])  # (N, C, H, W)
-        missing = ms - decimate(np.moveaxis(low, (0, 1), (2, 3)), ratio)  # (h/r, w/r, N, C)
+        low = lowpass_decimate(out, gain, ratio)  # (N, C, h/r, w/r)
+        missing = ms - np.moveaxis(low, (0, 1), (2, 3))  # (h/r, w/r, N, C)
         padded = pad_symmetric(missing.reshape(missing.shape[:2] + (n * c,)), ((reach, reach), (reach, reach)))
         up = upsample(padded, ratio)[reach * ratio:reach * ratio + h, reach * ratio:reach * ratio + w]  # (H, W, N·C)
         up[np.abs(up) < ROUND_OFF] = 0.0  # filtering round-off is no signal: an all-zero area stays zero

@@ -33,15 +33,14 @@ modulation keeps; ``TargetSpec.gain_pooling`` pulls each band's gain toward the 
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
 from .errors import ConfigError
-from .mtf import DEFAULT_MS_GAIN, DEFAULT_PAN_GAIN, convolve_replicate, mtf_kernel, mtf_lowpass
-from .resample import UPSAMPLE_REACH, decimate, upsample
+from .mtf import DEFAULT_MS_GAIN, DEFAULT_PAN_GAIN, lowpass_decimate
+from .resample import UPSAMPLE_REACH, upsample
 from .target import Base, TargetSpec
 
 FLOOR = 0.01  # smallest P_LP divided by, in full-scale-normalised units
@@ -51,7 +50,6 @@ KERNEL_SIZE = 41  # the MTF low-pass filter's side (the toolbox's)
 MAX_DETAIL_GAIN = 3.0  # largest fitted detail gain (observed on the shared 4-band pairs: 0–2.1)
 FIT_MS_SIDE = 512  # detail gains are fitted on the central window of at most this many MS pixels a side: 2.4 s
 # of one thread for a 512² MS window (2048² PAN), 9 s for 1024²; every shared training pair fits whole
-_kernel = functools.lru_cache(maxsize=8)(mtf_kernel)  # one design per (gain, ratio, size), not one per tile
 
 
 def base_context(target: TargetSpec, ratio: int) -> int:
@@ -144,10 +142,10 @@ def fit_gains(ms: np.ndarray, pan: np.ndarray, ratio: int, gain: float,
     c, h, w = ms.shape
     if h < 2 * ratio or w < 2 * ratio:
         return np.ones(c, np.float32)
-    ms_r = decimate(mtf_lowpass(ms.transpose(1, 2, 0).astype(np.float32), DEFAULT_MS_GAIN, ratio), ratio)
-    pan_r = decimate(mtf_lowpass(pan.astype(np.float32), DEFAULT_PAN_GAIN, ratio), ratio)  # (h, w): MS grid
-    lms_r = upsample(ms_r, ratio).transpose(2, 0, 1)  # (C, h, w)
-    offsets = match_offsets(ms_r.transpose(2, 0, 1), pan_r, ratio)
+    ms_r = lowpass_decimate(ms, DEFAULT_MS_GAIN, ratio)  # (C, h/r, w/r)
+    pan_r = lowpass_decimate(pan, DEFAULT_PAN_GAIN, ratio)  # (h, w): MS grid
+    lms_r = upsample(ms_r.transpose(1, 2, 0), ratio).transpose(2, 0, 1)  # (C, h, w)
+    offsets = match_offsets(ms_r, pan_r, ratio)
     detail = (lms_r * (glp_modulation(pan_r, ratio, gain, offsets) - 1.0)).reshape(c, -1)  # (C, h·w)
     missing = (ms - lms_r).reshape(c, -1)  # (C, h·w): what the detail should add
     if valid is not None:
@@ -195,8 +193,7 @@ def scene_statistics(target: TargetSpec, moments: MatchMoments, to_unit: float, 
 def glp_lowpass(pan: np.ndarray, ratio: int, gain: float) -> np.ndarray:
     """(H, W) → (H, W) float32 P_LP of a normalised PAN whose sides are multiples of ``ratio``: MTF-blurred,
     decimated and re-interpolated like the MS."""
-    blurred = convolve_replicate(pan.astype(np.float32), _kernel(gain, ratio, KERNEL_SIZE), np.float32)  # (H, W)
-    return upsample(decimate(blurred, ratio), ratio)  # (H, W)
+    return upsample(lowpass_decimate(pan, gain, ratio), ratio)  # (H, W)
 
 
 def glp_modulation(pan: np.ndarray, ratio: int, gain: float, offsets: np.ndarray | None = None,

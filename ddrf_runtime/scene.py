@@ -1,11 +1,12 @@
 """Whole-scene fusion of GeoTIFFs in bounded memory: the orchestrator over the per-tile pipeline.
 
-Three layers, like rio-pansharpen: ``pipeline.prepare_batch``/``denoise_batch`` are the per-tile math;
-``_prepare`` (reader threads) reads one batch of windows and conditions it, ``_StripWriter`` (a writer thread)
-writes a finished strip; ``fuse_scene`` validates the pair, measures the scene statistics the model's base and
-input scaling need (``_scene_statistics``), builds the output profile from the inputs, streams strips into a
-temporary GeoTIFF, turns it into a Cloud-Optimized GeoTIFF and renames it into place — so the output path only
-ever holds a complete file. The network runs on the calling thread, between the two.
+Three layers, like rio-pansharpen: ``pipeline.prepare_batch``/``predict_x0``/``finish_batch`` are the per-tile math;
+``_prepare`` (reader threads) reads one batch of windows and conditions it, ``_finish`` (finisher threads) turns the
+network's output into fused tiles, ``_StripWriter`` (a writer thread) writes a finished strip; ``fuse_scene``
+validates the pair, measures the scene statistics the model's base and input scaling need (``_scene_statistics``),
+builds the output profile from the inputs, streams strips into a temporary GeoTIFF, turns it into a Cloud-Optimized
+GeoTIFF and renames it into place — so the output path only ever holds a complete file. The network runs on the
+calling thread, between the readers and the finishers.
 
 ``fuse_scene`` is a pure function of paths and a picklable ``SceneConfig``: ready for a Ray/multiprocess map.
 """
@@ -37,8 +38,8 @@ from .datapaths import MODELS_DIR
 from .detail_base import MatchMoments, SceneBase, box_mean, fit_window, scene_statistics
 from .errors import ConfigError, InputError, ModelError, OutputError
 from .model_spec import ModelSpec, ValueScale
-from .pipeline import (BatchInputs, BitDepth, FuseOptions, Radiometry, denoise_batch, full_scale, make_grid,
-                       output_channels, prepare_batch, tiles_per_call, window_trust)
+from .pipeline import (BatchInputs, BitDepth, FuseOptions, Radiometry, finish_batch, full_scale, make_grid,
+                       output_channels, predict_x0, prepare_batch, tiles_per_call, window_trust)
 from .bit_depths import bit_depth_for_max
 from .raster_io import RasterPair, _first_line, atomic_output, check_output_path, declared_bit_depth, inspect_pair
 from .session import Device
@@ -314,6 +315,13 @@ def _single_threaded_kernels() -> None:
     numba.set_num_threads(1)
 
 
+def _finish(item: tuple[_ReadBatch, np.ndarray], spec: ModelSpec, options: FuseOptions,
+            radiometry: Radiometry) -> tuple[_ReadBatch, np.ndarray]:
+    """One batch's network output made blendable (the finishing stage, on a worker thread)."""
+    batch, x0 = item
+    return batch, finish_batch(batch.inputs, x0, spec, options, radiometry)
+
+
 def _output_nodata(pair: RasterPair, scale: float) -> float | None:
     """The MS no-data value, else the PAN's — or, when the output (MS) dtype cannot hold the PAN's, a value no
     fused pixel takes: the dtype's minimum if negative, else its maximum if above the full scale, else 0."""
@@ -510,9 +518,11 @@ def _stream_strips(grid: TileGrid, pair: RasterPair, writer: _StripWriter, denoi
                    depth: int, progress: bool) -> None:
     """Fuse row after row of tiles; write every scene row as soon as no later tile touches it.
 
-    Three stages overlap: ``workers`` threads read and condition batches ahead (``workers + depth`` in
-    flight), this thread runs the network and blends, a writer thread converts and writes finished strips
-    (``depth`` waiting). Order is fixed, so the output does not depend on the thread or queue counts.
+    Four stages overlap: ``workers`` threads read and condition batches ahead (``workers + depth`` in
+    flight), this thread runs the network and blends, ``workers`` more threads finish the network's output
+    (base + correction, the projection onto the MS: on a GPU box the costliest CPU work of a tile) while the
+    network takes the next batches, a writer thread converts and writes finished strips (``depth`` waiting).
+    Order is fixed, so the output does not depend on the thread or queue counts.
     """
     rows: dict[int, list[Tile]] = {}
     for tile in grid.tiles:
@@ -527,26 +537,30 @@ def _stream_strips(grid: TileGrid, pair: RasterPair, writer: _StripWriter, denoi
                                 options=options, radiometry=radiometry, scene=scene)
     plan = _batch_plan(ordered, tiles_per_call(options))
     batches = ordered_map(prepare, plan, workers=workers, depth=workers + depth, initializer=_single_threaded_kernels)
-    # Left in reverse order: the readers stop (and are joined) before their datasets close, and the writer
-    # drains before the caller closes the output.
+    finish = functools.partial(_finish, spec=denoiser.spec, options=options, radiometry=radiometry)
+    # Left in reverse order: the finishers and readers stop (and are joined) before the readers' datasets close,
+    # and the writer drains before the caller closes the output.
     with tqdm(total=len(grid.tiles) * steps, disable=not progress, unit="tile-step", desc="fusing") as bar, \
             OrderedWorker(depth) as background, contextlib.closing(datasets), contextlib.closing(batches):
-        for batch in batches:
-            end = min(pair.height, max(t.read.row + t.read.height for t in ordered[batch.row]))
-            grow = end - written - strip.shape[0]
-            if grow > 0:  # extend the strip down to this tile row's last scene row
-                strip = np.concatenate([strip, np.zeros((grow,) + strip.shape[1:], np.float32)])
-                valid = np.concatenate([valid, np.ones((grow, pair.width), bool)])
-            fused = denoise_batch(batch.inputs, denoiser, options, radiometry=radiometry, progress=bar)
-            for tile, values, ok in zip(batch.inputs.tiles, fused, batch.valid):
-                grid.blend(strip, tile, values, origin=(written, 0))
-                rd = tile.read
-                valid[rd.row - written:rd.row - written + rd.height, rd.col:rd.col + rd.width] &= ok
-            if batch.last_in_row:
-                done = starts[batch.row + 1] if batch.row + 1 < len(starts) else pair.height  # no later tile
-                n = done - written
-                background.submit(writer.write, strip[:n], valid[:n], written)
-                strip, valid, written = strip[n:], valid[n:], done
+        predicted = ((batch, predict_x0(batch.inputs, denoiser, options, bar)) for batch in batches)  # this thread
+        finished = ordered_map(finish, predicted, workers=workers, depth=workers, initializer=_single_threaded_kernels,
+                               name="ddrf-finish")
+        with contextlib.closing(finished):
+            for batch, fused in finished:
+                end = min(pair.height, max(t.read.row + t.read.height for t in ordered[batch.row]))
+                grow = end - written - strip.shape[0]
+                if grow > 0:  # extend the strip down to this tile row's last scene row
+                    strip = np.concatenate([strip, np.zeros((grow,) + strip.shape[1:], np.float32)])
+                    valid = np.concatenate([valid, np.ones((grow, pair.width), bool)])
+                for tile, values, ok in zip(batch.inputs.tiles, fused, batch.valid):
+                    grid.blend(strip, tile, values, origin=(written, 0))
+                    rd = tile.read
+                    valid[rd.row - written:rd.row - written + rd.height, rd.col:rd.col + rd.width] &= ok
+                if batch.last_in_row:
+                    done = starts[batch.row + 1] if batch.row + 1 < len(starts) else pair.height  # no later tile
+                    n = done - written
+                    background.submit(writer.write, strip[:n], valid[:n], written)
+                    strip, valid, written = strip[n:], valid[n:], done
 
 
 def _write_cog(src: Path, dst: Path) -> None:

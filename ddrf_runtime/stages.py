@@ -18,15 +18,16 @@ _DONE = object()  # end-of-queue marker for the writer
 
 
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], *, workers: int, depth: int,
-                initializer: Callable[[], None] | None = None) -> Iterator[R]:
-    """``map(fn, items)`` on ``workers`` threads, results yielded in order, at most ``depth`` in flight.
+                initializer: Callable[[], None] | None = None, name: str = "ddrf-prepare") -> Iterator[R]:
+    """``map(fn, items)`` on ``workers`` threads (named ``name``), results yielded in order, at most ``depth`` in
+    flight. ``items`` is consumed on the calling thread, so a generator there overlaps with the workers.
 
     An exception raised by ``fn`` is re-raised here, at its item. Leaving the loop early (an error
     downstream, Ctrl-C) cancels what has not started and waits for what has.
     """
     if workers < 1 or depth < 1:
         raise ValueError(f"workers and depth must be >= 1, got {workers} and {depth}")
-    with ThreadPoolExecutor(workers, thread_name_prefix="ddrf-prepare", initializer=initializer) as pool:
+    with ThreadPoolExecutor(workers, thread_name_prefix=name, initializer=initializer) as pool:
         pending: deque[Future] = deque()
         try:
             for item in items:

@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.ndimage import correlate
 
-from ddrf_runtime.mtf import convolve_replicate, ms_gains, mtf_kernel, mtf_lowpass, pan_gain
+from ddrf_runtime.mtf import (convolve_replicate, lowpass_decimate, ms_gains, mtf_kernel, mtf_lowpass, pan_gain,
+                              separable_taps)
 from ddrf_runtime.resample import CDF23, decimate, interp23tap, upsample, wald_degrade
 
 
@@ -101,6 +102,26 @@ def test_lowpass_per_band_gains_dtype_and_constant() -> None:
     np.testing.assert_allclose(flat, 7.0, rtol=1e-12)  # replicate border: no darkening at the edges
     with pytest.raises(ValueError):
         mtf_lowpass(img, [0.2, 0.3], 4)
+
+
+@pytest.mark.parametrize("ratio", [2, 3, 4])
+@pytest.mark.parametrize("gnyq", [0.15, 0.23, 0.3, 0.45])
+def test_separable_taps_reproduce_the_kernel(gnyq: float, ratio: int) -> None:
+    k = mtf_kernel(gnyq, ratio)
+    taps = separable_taps(gnyq, ratio)
+    assert taps.sum() == pytest.approx(1.0) and np.allclose(taps, taps[::-1])
+    assert np.abs(np.outer(taps, taps) - k).max() < 1e-4 * k.max()
+
+
+@pytest.mark.parametrize(("ratio", "shape"), [(4, (2, 3, 64, 48)), (4, (37, 29)), (3, (5, 30, 33)), (2, (20, 22))])
+def test_lowpass_decimate_equals_the_2d_filter_then_decimation(ratio: int, shape: tuple[int, ...]) -> None:
+    img = np.random.default_rng(ratio).random(shape).astype(np.float32) * 3.0
+    flat = img.reshape((-1,) + shape[-2:])
+    expected = np.stack([decimate(convolve_replicate(b, mtf_kernel(0.3, ratio)), ratio) for b in flat])
+    out = lowpass_decimate(img, 0.3, ratio)
+    assert out.dtype == np.float32 and out.shape == shape[:-2] + (shape[-2] // ratio, shape[-1] // ratio)
+    np.testing.assert_allclose(out.reshape(expected.shape), expected, atol=1e-5)
+    np.testing.assert_allclose(lowpass_decimate(np.full((16, 20), 7.0), 0.23, 4), 7.0, rtol=1e-6)  # replicate edges
 
 
 # ---------------------------------------------------------------- interp23tap / upsample

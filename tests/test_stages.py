@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import rasterio
 
+from ddrf_runtime import scene as scene_module
 from ddrf_runtime.backends import load_denoiser
 from ddrf_runtime.errors import ConfigError
 from ddrf_runtime.pipeline import FuseOptions
@@ -98,6 +99,24 @@ def test_scene_output_does_not_depend_on_prepare_threads_or_queue_depth(demo_cro
             pixels.append(ds.read())
     assert all(np.array_equal(pixels[0], p) for p in pixels[1:])
     assert pixels[0].std() > 0
+
+
+def test_the_network_output_is_finished_off_the_network_thread(demo_crop, fake_models, tmp_path, monkeypatch):
+    """The projection onto the MS and the rest of a tile's post-processing run on finisher threads, so the
+    network thread can take the next batch meanwhile."""
+    ms, pan = demo_crop
+    where: list[str] = []
+    finish = scene_module.finish_batch
+
+    def spy(*args, **kwargs):
+        where.append(threading.current_thread().name)
+        return finish(*args, **kwargs)
+
+    monkeypatch.setattr(scene_module, "finish_batch", spy)
+    options = FuseOptions(tile=64, overlap=16, steps=1, batch=2, seed=3)
+    fuse_scene(ms, pan, tmp_path / "fused.tif", SceneConfig(model=fake_models["noisy"], device="cpu", fuse=options,
+                                                            prepare_threads=2))
+    assert where and all(name.startswith("ddrf-finish") for name in where)
 
 
 @pytest.mark.parametrize("field", ["prepare_threads", "queue_depth"])
