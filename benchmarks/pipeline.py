@@ -1,12 +1,16 @@
 """Scene throughput of everything around the network, and with the real network, on a 16-MP scene.
 
     python -m benchmarks.pipeline [--side 4000] [--repeats 2] [--baseline-tree DIR] [--skip-model] [--quick]
+                                  [--stub-latency-ms 8]
 
 The "stub" run replaces the network by x0 = 0 (same inputs, outputs and metadata), so what it measures is the
 pipeline's own cost: reading, conditioning (23-tap upsampling, DB1 wavelets, noise), blending, writing and the
 COG — the ceiling any GPU box gets, measurable without a GPU. The scene is the bundled demo pair mirror-padded
 to ``side``² PAN pixels (16 MP by default). ``--baseline-tree`` runs the same stub through another checkout
 (e.g. ``git worktree add /tmp/base 0b459e4``) in the same run, for a ratio. Each run is a fresh process.
+``--stub-latency-ms`` adds stub runs whose network call waits that long without using a CPU, as a call to an
+accelerator does (the H200 took 8 ms per 512² tile, ../shared/docs/gpu.md): whether the CPU work around the
+network overlaps with it, which a GPU box's throughput depends on.
 The last line is ``pipeline: X MP/s (stub), Y MP/s (model)``.
 """
 from __future__ import annotations
@@ -30,7 +34,8 @@ NAME = "pipeline"
 SCENES_DIR = Path(tempfile.gettempdir()) / "ddrf-benchmark-scenes"
 REPO = Path(__file__).resolve().parents[1]
 
-# One fused scene in a fresh interpreter: argv = scene dir, output path, model path, stub (0/1), JSON options.
+# One fused scene in a fresh interpreter: argv = scene dir, output path, model path, stub (0/1), JSON options,
+# the stub's wait per network call in seconds.
 # The network is swapped by replacing ``scene.load_denoiser``, which every checkout's fuse_scene calls, so the
 # same code times this tree and a baseline tree.
 _RUN_ONE = r"""
@@ -39,15 +44,18 @@ import numpy as np
 from ddrf_runtime import scene
 from ddrf_runtime.pipeline import FuseOptions
 
-scene_dir, out, model, stub, options = sys.argv[1:6]
-options = json.loads(options)
+scene_dir, out, model, stub, options, latency = sys.argv[1:7]
+options, latency = json.loads(options), float(latency)
 
 class ZeroNetwork:
     def __init__(self, real):
         self.spec, self.providers_used, self.versions, self.path = real.spec, ("stub (x0 = 0)",), {}, real.path
 
     def conditioned(self, cond, wav, samples=1):
-        return lambda x_t, t: np.zeros_like(x_t)
+        def call(x_t, t):
+            time.sleep(latency)  # an accelerator's call: the calling thread waits, no CPU is used
+            return np.zeros_like(x_t)
+        return call
 
 if stub == "1":
     load = scene.load_denoiser
@@ -96,14 +104,15 @@ def make_scene(side: int, folder: Path = SCENES_DIR) -> Path:
 
 
 def run_scene(tree: Path, scene: Path, model: Path, stub: bool, options: Mapping[str, Any],
-              threads: int | None) -> dict:
-    """One fused scene through ``tree``'s runtime in a fresh process; its report's timings."""
+              threads: int | None, latency_s: float = 0.0) -> dict:
+    """One fused scene through ``tree``'s runtime in a fresh process; its report's timings. ``latency_s``: how
+    long each call of the stub network waits."""
     env = dict(os.environ, PYTHONPATH=str(tree))
     if threads:
         env.update(OMP_NUM_THREADS=str(threads))
     with tempfile.TemporaryDirectory() as tmp:
         proc = subprocess.run([sys.executable, "-c", _RUN_ONE, str(scene), f"{tmp}/fused.tif", str(model),
-                               "1" if stub else "0", json.dumps(dict(options))], cwd=tree, env=env,
+                               "1" if stub else "0", json.dumps(dict(options)), str(latency_s)], cwd=tree, env=env,
                               capture_output=True, text=True)
     if proc.returncode:
         raise RuntimeError(f"scene run in {tree} failed:\n{proc.stderr[-2000:]}")
@@ -116,10 +125,10 @@ def _rate(run: dict) -> float:
 
 
 def measure(label: str, tree: Path, scene: Path, model: Path, stub: bool, options: Mapping[str, Any],
-            repeats: int, threads: int | None) -> dict:
+            repeats: int, threads: int | None, latency_s: float = 0.0) -> dict:
     runs = []
     for i in range(repeats):
-        runs.append(run_scene(tree, scene, model, stub, options, threads))
+        runs.append(run_scene(tree, scene, model, stub, options, threads, latency_s))
         say(NAME, f"{label} run {i + 1}/{repeats}: {runs[-1]['timings_s']['total']:.2f} s ({_rate(runs[-1]):.2f} MP/s)")
     best = min(runs, key=lambda r: r["timings_s"]["total"])
     return {"label": label, "tree": str(tree), "stub": stub, "options": dict(options), "runs": runs,
@@ -140,6 +149,13 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
                             None))
     rows.append(measure("stub, 2 prepare threads, depth 2", REPO, scene, model, True,
                         {"prepare_threads": 2, "queue_depth": 2}, args.repeats, None))
+    if args.stub_latency_ms:
+        wait = args.stub_latency_ms / 1000.0
+        label = f"stub, {args.stub_latency_ms:g} ms per network call"
+        rows.append(measure(label, REPO, scene, model, True, {}, args.repeats, None, wait))
+        if args.baseline_tree:
+            rows.append(measure(f"{label}, baseline tree", args.baseline_tree, scene, base_model, True, {},
+                                args.repeats, None, wait))
     if not args.skip_model:
         rows.append(measure("model (1 step)", REPO, scene, model, False, {"fuse": {"steps": 1}}, 1, None))
         if args.baseline_tree:
@@ -165,6 +181,10 @@ def to_markdown(r: Mapping[str, Any]) -> str:
     rates = {row["label"]: row["mp_per_s"] for row in r["rows"]}
     if "stub, baseline tree" in rates:
         lines += ["", f"stub speed-up over the baseline tree: {rates['stub'] / rates['stub, baseline tree']:.2f}x"]
+    waited = [label for label in rates if label.endswith("per network call")]
+    if waited and f"{waited[0]}, baseline tree" in rates:
+        ratio = rates[waited[0]] / rates[f"{waited[0]}, baseline tree"]
+        lines += [f"{waited[0]}: speed-up over the baseline tree {ratio:.2f}x"]
     if "model (1 step), baseline tree" in rates:
         lines += [f"model-run speed-up over the baseline tree: "
                   f"{rates['model (1 step)'] / rates['model (1 step), baseline tree']:.2f}x"]
@@ -183,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline-model", type=Path, help="the baseline tree's ONNX model (default: --model)")
     ap.add_argument("--skip-model", action="store_true", help="stub runs only")
     ap.add_argument("--quick", action="store_true", help="a 4-MP scene (2000² PAN pixels)")
+    ap.add_argument("--stub-latency-ms", type=float, default=0.0,
+                    help="also time a stub whose network call waits this long without CPU, like an accelerator's")
     args = ap.parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
     run_and_write(NAME + ("_quick" if args.quick else ""), lambda: run(args, argv), to_markdown)

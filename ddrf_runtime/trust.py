@@ -17,8 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .mtf import DEFAULT_MS_GAIN, DEFAULT_PAN_GAIN
-from .resample import wald_degrade
+from .mtf import DEFAULT_MS_GAIN, DEFAULT_PAN_GAIN, lowpass_decimate
 
 # λ from which the correction is kept in full: below every strip-sized seen sample's (0.395 lowest of 18), above the
 # held-out ones where the correction hurt (Osman −0.01, Landsat-7 0.16–0.50 at 12,000 steps; results/trust_*).
@@ -70,7 +69,9 @@ def one_scale_down(ms: np.ndarray, pan: np.ndarray, ratio: int,
     h, w = ms.shape[0] // ratio * ratio, ms.shape[1] // ratio * ratio
     if min(h, w) < MIN_FIT_SIDE * ratio:
         return None
-    ms_r, pan_r = wald_degrade(ms[:h, :w].astype(np.float32), pan[:h * ratio, :w * ratio].astype(np.float32),
-                               ratio, DEFAULT_MS_GAIN, DEFAULT_PAN_GAIN)
+    ms_r = np.moveaxis(lowpass_decimate(np.moveaxis(ms[:h, :w], -1, 0), DEFAULT_MS_GAIN, ratio), 0, -1)  # (h/r, w/r, C)
+    pan = pan[:h * ratio, :w * ratio]
+    pan_r = (lowpass_decimate(pan, DEFAULT_PAN_GAIN, ratio) if pan.ndim == 2
+             else np.moveaxis(lowpass_decimate(np.moveaxis(pan, -1, 0), DEFAULT_PAN_GAIN, ratio), 0, -1))  # (h, w[, k])
     return (np.clip(ms_r, 0, full_scale).astype(np.float32, copy=False),
             np.clip(pan_r, 0, full_scale).astype(np.float32, copy=False))
