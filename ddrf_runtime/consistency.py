@@ -16,7 +16,7 @@ from .mtf import DEFAULT_MS_GAIN, lowpass_decimate
 from .resample import UPSAMPLE_REACH, decimate, upsample
 from .tiling import pad_symmetric
 
-ROUND_OFF = 1e-6  # float32 FFT filtering's error, in units of the inputs' scale: a smaller step is not added
+ROUND_OFF = 1e-6  # float32 filtering's round-off, in units of the inputs' scale: a smaller step is not added
 DEFAULT_PROJECTIONS = 2  # steps: the validation strips gain 1.3 % ERGAS from the first, 0.4 % from the second
 
 

@@ -105,7 +105,9 @@ def separable_taps(gnyq: float, ratio: int, size: int = 41) -> np.ndarray:
     The kernel is a Gaussian response under a circular window that is nearly separable: its second singular
     value is ~1e-5 of its first, so the rank-one part filters rows and columns one after the other."""
     u, _, _ = np.linalg.svd(mtf_kernel(gnyq, ratio, size))
-    return u[:, 0] / u[:, 0].sum()
+    taps = u[:, 0] / u[:, 0].sum()
+    taps.flags.writeable = False  # cached: shared by every caller
+    return taps
 
 
 @njit(nogil=True, cache=True)

@@ -3,8 +3,7 @@
 ``prepare_batch`` (conditions, wavelets, noise), ``predict_x0`` (the network) and ``finish_batch`` (base +
 correction, the projection onto the MS, DN) are the building blocks a windowed (GeoTIFF) orchestrator runs on
 different threads: it reads each tile's ``tile.ms`` and ``tile.pan`` windows, prepares, predicts, finishes, and
-blends with ``TileGrid.blend``. ``fuse_arrays`` does the
-same for arrays already in memory.
+blends with ``TileGrid.blend``. ``fuse_arrays`` does the same for arrays already in memory.
 """
 from __future__ import annotations
 

@@ -521,7 +521,8 @@ def _stream_strips(grid: TileGrid, pair: RasterPair, writer: _StripWriter, denoi
     Four stages overlap: ``workers`` threads read and condition batches ahead (``workers + depth`` in
     flight), this thread runs the network and blends, ``workers`` more threads finish the network's output
     (base + correction, the projection onto the MS: on a GPU box the costliest CPU work of a tile) while the
-    network takes the next batches, a writer thread converts and writes finished strips (``depth`` waiting).
+    network takes the next batches (``workers + depth`` in flight), a writer thread converts and writes finished
+    strips (``depth`` waiting).
     Order is fixed, so the output does not depend on the thread or queue counts.
     """
     rows: dict[int, list[Tile]] = {}
@@ -543,8 +544,8 @@ def _stream_strips(grid: TileGrid, pair: RasterPair, writer: _StripWriter, denoi
     with tqdm(total=len(grid.tiles) * steps, disable=not progress, unit="tile-step", desc="fusing") as bar, \
             OrderedWorker(depth) as background, contextlib.closing(datasets), contextlib.closing(batches):
         predicted = ((batch, predict_x0(batch.inputs, denoiser, options, bar)) for batch in batches)  # this thread
-        finished = ordered_map(finish, predicted, workers=workers, depth=workers, initializer=_single_threaded_kernels,
-                               name="ddrf-finish")
+        finished = ordered_map(finish, predicted, workers=workers, depth=workers + depth,  # > workers: the network
+                               initializer=_single_threaded_kernels, name="ddrf-finish")  # runs while they finish
         with contextlib.closing(finished):
             for batch, fused in finished:
                 end = min(pair.height, max(t.read.row + t.read.height for t in ordered[batch.row]))
