@@ -48,8 +48,9 @@ MAX_GAIN = 4.0  # largest P / P_LP applied to the MS
 MAX_OFFSET = 100.0  # largest histogram-matching offset (full-scale units): a flat band gets ~no PAN modulation
 KERNEL_SIZE = 41  # the MTF low-pass filter's side (the toolbox's)
 MAX_DETAIL_GAIN = 3.0  # largest fitted detail gain (observed on the shared 4-band pairs: 0–2.1)
-FIT_MS_SIDE = 512  # detail gains are fitted on the central window of at most this many MS pixels a side: 2.4 s
-# of one thread for a 512² MS window (2048² PAN), 9 s for 1024²; every shared training pair fits whole
+FIT_MS_SIDE = 512  # detail gains are fitted on the central window of at most this many MS pixels a side: 0.08 s
+# of one thread for a 512² MS window (2048² PAN; 0.65 s with the FFT low-pass), 0.3 s for 1024²; every shared
+# training pair fits whole
 
 
 def base_context(target: TargetSpec, ratio: int) -> int:
