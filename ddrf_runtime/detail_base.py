@@ -39,14 +39,13 @@ from typing import Callable
 import numpy as np
 
 from .errors import ConfigError
-from .mtf import DEFAULT_MS_GAIN, DEFAULT_PAN_GAIN, lowpass_decimate
+from .mtf import DEFAULT_MS_GAIN, DEFAULT_PAN_GAIN, KERNEL_SIZE, lowpass_decimate
 from .resample import UPSAMPLE_REACH, upsample
 from .target import Base, TargetSpec
 
 FLOOR = 0.01  # smallest P_LP divided by, in full-scale-normalised units
 MAX_GAIN = 4.0  # largest P / P_LP applied to the MS
 MAX_OFFSET = 100.0  # largest histogram-matching offset (full-scale units): a flat band gets ~no PAN modulation
-KERNEL_SIZE = 41  # the MTF low-pass filter's side (the toolbox's)
 MAX_DETAIL_GAIN = 3.0  # largest fitted detail gain (observed on the shared 4-band pairs: 0–2.1)
 FIT_MS_SIDE = 512  # detail gains are fitted on the central window of at most this many MS pixels a side: 0.08 s
 # of one thread for a 512² MS window (2048² PAN; 0.65 s with the FFT low-pass), 0.3 s for 1024²; every shared

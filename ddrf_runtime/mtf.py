@@ -22,6 +22,7 @@ from .bands import WV_NATIVE, canonical_order
 
 DEFAULT_MS_GAIN = 0.3  # toolbox "otherwise" branch: Landsat, GF-2, hyperspectral, unknown
 DEFAULT_PAN_GAIN = 0.15  # toolbox "none" branch
+KERNEL_SIZE = 41  # side of the MTF low-pass filter (the toolbox's)
 
 _WV_NATIVE_TO_CANONICAL = canonical_order(WV_NATIVE)  # toolbox tables are in native WorldView band order
 _WV3_NATIVE = (0.325, 0.355, 0.360, 0.350, 0.365, 0.360, 0.335, 0.315)
@@ -66,7 +67,7 @@ def pan_gain(sensor: str) -> float:
     return _PAN_GAINS.get(canonical_sensor(sensor) or "", DEFAULT_PAN_GAIN)
 
 
-def gaussian_fir(sigma: float, size: int = 41) -> np.ndarray:
+def gaussian_fir(sigma: float, size: int = KERNEL_SIZE) -> np.ndarray:
     """2-D FIR filter whose frequency response is a Gaussian of std ``sigma`` DFT bins (peak 1 at DC).
 
     Replicates the toolbox recipe ``fwind1(fspecial('gaussian', N, σ) / max, kaiser(N))``: the Gaussian is a
@@ -88,7 +89,7 @@ def gaussian_fir(sigma: float, size: int = 41) -> np.ndarray:
     return kernel / kernel.sum()
 
 
-def mtf_kernel(gnyq: float, ratio: int, size: int = 41) -> np.ndarray:
+def mtf_kernel(gnyq: float, ratio: int, size: int = KERNEL_SIZE) -> np.ndarray:
     """(size, size) kernel whose Gaussian response is ``gnyq`` at the MS Nyquist frequency (f_cut = 1/ratio)."""
     if not 0.0 < gnyq < 1.0:
         raise ValueError(f"Nyquist gain must be in (0, 1), got {gnyq}")
@@ -99,7 +100,7 @@ def mtf_kernel(gnyq: float, ratio: int, size: int = 41) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=16)
-def separable_taps(gnyq: float, ratio: int, size: int = 41) -> np.ndarray:
+def separable_taps(gnyq: float, ratio: int, size: int = KERNEL_SIZE) -> np.ndarray:
     """(size,) float64 taps whose outer product is ``mtf_kernel(gnyq, ratio, size)`` to ~1e-6 of its peak, unit sum.
 
     The kernel is a Gaussian response under a circular window that is nearly separable: its second singular

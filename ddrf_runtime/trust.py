@@ -61,6 +61,13 @@ def trust_from_fit(fit: float) -> TrustFit:
     return TrustFit(float(np.clip(fit / TRUST_FIT, 0.0, 1.0)), fit)
 
 
+def _reduce(img: np.ndarray, gain: float, ratio: int) -> np.ndarray:
+    """Wald's reduction of a channels-last image, (H, W[, C]) → (H/r, W/r[, C]) float32 (``mtf.lowpass_decimate``)."""
+    planes = np.moveaxis(img.reshape(img.shape[:2] + (-1,)), -1, 0)  # (C', H, W)
+    out = np.moveaxis(lowpass_decimate(planes, gain, ratio), 0, -1)  # (H/r, W/r, C')
+    return out.reshape(out.shape[:2] + img.shape[2:])
+
+
 def one_scale_down(ms: np.ndarray, pan: np.ndarray, ratio: int,
                    full_scale: float) -> tuple[np.ndarray, np.ndarray] | None:
     """The Wald pair of a window, ms (h, w, C) and pan (ratio·h, ratio·w[, k]) in DN, with generic MTFs (as the
@@ -69,9 +76,7 @@ def one_scale_down(ms: np.ndarray, pan: np.ndarray, ratio: int,
     h, w = ms.shape[0] // ratio * ratio, ms.shape[1] // ratio * ratio
     if min(h, w) < MIN_FIT_SIDE * ratio:
         return None
-    ms_r = np.moveaxis(lowpass_decimate(np.moveaxis(ms[:h, :w], -1, 0), DEFAULT_MS_GAIN, ratio), 0, -1)  # (h/r, w/r, C)
-    pan = pan[:h * ratio, :w * ratio]
-    pan_r = (lowpass_decimate(pan, DEFAULT_PAN_GAIN, ratio) if pan.ndim == 2
-             else np.moveaxis(lowpass_decimate(np.moveaxis(pan, -1, 0), DEFAULT_PAN_GAIN, ratio), 0, -1))  # (h, w[, k])
+    ms_r = _reduce(ms[:h, :w], DEFAULT_MS_GAIN, ratio)  # (h/r, w/r, C)
+    pan_r = _reduce(pan[:h * ratio, :w * ratio], DEFAULT_PAN_GAIN, ratio)  # (h, w[, k])
     return (np.clip(ms_r, 0, full_scale).astype(np.float32, copy=False),
             np.clip(pan_r, 0, full_scale).astype(np.float32, copy=False))
