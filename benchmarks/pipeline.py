@@ -7,7 +7,8 @@ The "stub" run replaces the network by x0 = 0 (same inputs, outputs and metadata
 pipeline's own cost: reading, conditioning (23-tap upsampling, DB1 wavelets, noise), blending, writing and the
 COG — the ceiling any GPU box gets, measurable without a GPU. The scene is the bundled demo pair mirror-padded
 to ``side``² PAN pixels (16 MP by default). ``--baseline-tree`` runs the same stub through another checkout
-(e.g. ``git worktree add /tmp/base 0b459e4``) in the same run, for a ratio. Each run is a fresh process.
+(e.g. ``git worktree add /tmp/base 0b459e4``) in the same run, its runs interleaved with this tree's, for
+a ratio of throughputs (fastest runs) and of process CPU (medians). Each run is a fresh process.
 ``--stub-latency-ms`` adds stub runs whose network call waits that long without using a CPU, as a call to an
 accelerator does (the H200 took 8 ms per 512² tile, ../shared/docs/gpu.md): whether the CPU work around the
 network overlaps with it, which a GPU box's throughput depends on.
@@ -63,9 +64,10 @@ if stub == "1":
 fields = scene.SceneConfig.__dataclass_fields__
 config = scene.SceneConfig(model=model, overwrite=True, fuse=FuseOptions(**options.pop("fuse", {})),
                            **{k: v for k, v in options.items() if k in fields})
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 report = scene.fuse_scene(f"{scene_dir}/ms.tif", f"{scene_dir}/pan.tif", out, config)
 report["timings_s"]["process_total"] = time.perf_counter() - start
+report["timings_s"]["process_cpu"] = time.process_time() - cpu  # every thread's CPU: steadier than wall on 2 cores
 print(json.dumps({"timings_s": report["timings_s"], "size": report["size"], "providers": report["providers"]}))
 """
 
@@ -124,16 +126,26 @@ def _rate(run: dict) -> float:
     return h * w / 1e6 / run["timings_s"]["total"]
 
 
-def measure(label: str, tree: Path, scene: Path, model: Path, stub: bool, options: Mapping[str, Any],
-            repeats: int, threads: int | None, latency_s: float = 0.0) -> dict:
-    runs = []
+def measure(label: str, trees: list[tuple[Path, Path]], scene: Path, stub: bool, options: Mapping[str, Any],
+            repeats: int, threads: int | None, latency_s: float = 0.0) -> list[dict]:
+    """One configuration through each (tree, model) of ``trees`` — this tree first, then the baseline — ``repeats``
+    times, the trees' runs interleaved, so that a machine whose speed drifts (a shared VM's does by 10–20 % over
+    minutes) slows both alike; a row per tree, labelled ``label`` and ``label, baseline tree``."""
+    runs: list[list[dict]] = [[] for _ in trees]
+    names = [label] + [f"{label}, baseline tree"] * (len(trees) - 1)
     for i in range(repeats):
-        runs.append(run_scene(tree, scene, model, stub, options, threads, latency_s))
-        say(NAME, f"{label} run {i + 1}/{repeats}: {runs[-1]['timings_s']['total']:.2f} s ({_rate(runs[-1]):.2f} MP/s)")
-    best = min(runs, key=lambda r: r["timings_s"]["total"])
-    return {"label": label, "tree": str(tree), "stub": stub, "options": dict(options), "runs": runs,
-            "best": best, "mp_per_s": round(_rate(best), 3),
-            "median_total_s": round(statistics.median(r["timings_s"]["total"] for r in runs), 3)}
+        for (tree, model), name, done in zip(trees, names, runs):
+            done.append(run_scene(tree, scene, model, stub, options, threads, latency_s))
+            say(NAME, f"{name} run {i + 1}/{repeats}: {done[-1]['timings_s']['total']:.2f} s "
+                      f"({_rate(done[-1]):.2f} MP/s)")
+    rows = []
+    for (tree, _), name, done in zip(trees, names, runs):
+        best = min(done, key=lambda r: r["timings_s"]["total"])
+        rows.append({"label": name, "tree": str(tree), "stub": stub, "options": dict(options), "runs": done,
+                     "best": best, "mp_per_s": round(_rate(best), 3),
+                     "median_total_s": round(statistics.median(r["timings_s"]["total"] for r in done), 3),
+                     "median_cpu_s": round(statistics.median(r["timings_s"]["process_cpu"] for r in done), 3)})
+    return rows
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> dict:
@@ -143,24 +155,15 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
     model = args.model or BUNDLED.with_suffix(".onnx")
     base_model = args.baseline_model or model  # a baseline tree may not read this tree's model metadata
     say(NAME, f"scene {scene} ({side}² PAN pixels), model {model}")
-    rows = [measure("stub", REPO, scene, model, True, {}, args.repeats, None)]
-    if args.baseline_tree:
-        rows.append(measure("stub, baseline tree", args.baseline_tree, scene, base_model, True, {}, args.repeats,
-                            None))
-    rows.append(measure("stub, 2 prepare threads, depth 2", REPO, scene, model, True,
-                        {"prepare_threads": 2, "queue_depth": 2}, args.repeats, None))
+    both = [(REPO, model)] + ([(args.baseline_tree, base_model)] if args.baseline_tree else [])
+    rows = measure("stub", both, scene, True, {}, args.repeats, None)
+    rows += measure("stub, 2 prepare threads, depth 2", [(REPO, model)], scene, True,
+                    {"prepare_threads": 2, "queue_depth": 2}, args.repeats, None)
     if args.stub_latency_ms:
-        wait = args.stub_latency_ms / 1000.0
-        label = f"stub, {args.stub_latency_ms:g} ms per network call"
-        rows.append(measure(label, REPO, scene, model, True, {}, args.repeats, None, wait))
-        if args.baseline_tree:
-            rows.append(measure(f"{label}, baseline tree", args.baseline_tree, scene, base_model, True, {},
-                                args.repeats, None, wait))
+        rows += measure(f"stub, {args.stub_latency_ms:g} ms per network call", both, scene, True, {}, args.repeats,
+                        None, args.stub_latency_ms / 1000.0)
     if not args.skip_model:
-        rows.append(measure("model (1 step)", REPO, scene, model, False, {"fuse": {"steps": 1}}, 1, None))
-        if args.baseline_tree:
-            rows.append(measure("model (1 step), baseline tree", args.baseline_tree, scene, base_model, False,
-                                {"fuse": {"steps": 1}}, 1, None))
+        rows += measure("model (1 step)", both, scene, False, {"fuse": {"steps": 1}}, 1, None)
     return {**env, "side": side, "megapixels": side * side / 1e6, "model": str(model),
             "baseline_model": str(base_model), "rows": rows}
 
@@ -171,16 +174,19 @@ def to_markdown(r: Mapping[str, Any]) -> str:
         f"- scene: the demo pair mirror-padded to {r['side']}² PAN pixels; model {r['model']}"
         + ("" if own_model else f", baseline tree's model {r['baseline_model']}"),
         "- stub: the network replaced by x0 = 0 (the pipeline's own cost: read, condition, blend, write, COG)", ""]
-    header = ["run", "MP/s", "total s", "setup s", "fuse + write s", "COG s", "providers"]
+    header = ["run", "MP/s", "total s", "setup s", "fuse + write s", "COG s", "CPU s (median)", "providers"]
     table = []
     for row in r["rows"]:
         t = row["best"]["timings_s"]
         table.append([row["label"], f"{row['mp_per_s']:.2f}", f"{t['total']:.2f}", f"{t['setup']:.2f}",
-                      f"{t['fuse_and_write']:.2f}", f"{t['cog']:.2f}", ", ".join(row["best"]["providers"])])
+                      f"{t['fuse_and_write']:.2f}", f"{t['cog']:.2f}", f"{row['median_cpu_s']:.2f}",
+                      ", ".join(row["best"]["providers"])])
     lines += markdown_table(header, table)
     rates = {row["label"]: row["mp_per_s"] for row in r["rows"]}
     if "stub, baseline tree" in rates:
-        lines += ["", f"stub speed-up over the baseline tree: {rates['stub'] / rates['stub, baseline tree']:.2f}x"]
+        cpu = {row["label"]: row["median_cpu_s"] for row in r["rows"]}
+        lines += ["", f"stub speed-up over the baseline tree: {rates['stub'] / rates['stub, baseline tree']:.2f}x",
+                  f"stub CPU over the baseline tree's: {cpu['stub'] / cpu['stub, baseline tree']:.2f}x"]
     waited = [label for label in rates if label.endswith("per network call")]
     if waited and f"{waited[0]}, baseline tree" in rates:
         ratio = rates[waited[0]] / rates[f"{waited[0]}, baseline tree"]

@@ -117,6 +117,7 @@ def test_pipeline_benchmark_stub_run_fuses_the_padded_scene(tmp_path) -> None:
     run = run_scene(REPO, scene, BUNDLED.with_suffix(".onnx"), True, {"prepare_threads": 2}, None)
     assert run["size"] == [512, 512] and run["providers"] == ["stub (x0 = 0)"]
     assert run["timings_s"]["total"] > 0 and run["timings_s"]["cog"] > 0
+    assert run["timings_s"]["process_cpu"] > run["timings_s"]["fuse_and_write"] / 4  # all threads' CPU, counted
 
 
 def _profiled_graph(path) -> None:
