@@ -19,6 +19,7 @@ from .consistency import DEFAULT_PROJECTIONS
 from .errors import ConfigError, DdrfError, DeviceError, InputError
 from .model_spec import ValueScale
 from .pipeline import FuseOptions
+from .registration import Coregistration
 from .session import Device
 from .trust import Trust
 
@@ -85,6 +86,10 @@ def add_scene_options(p: argparse.ArgumentParser) -> None:
                         f"MS; default {DEFAULT_PROJECTIONS}, 0 = off)")
     p.add_argument("--flip-ensemble", action="store_true",
                    help="average the network over the 4 flips of every tile: ~3.3x the time, ~2%% lower ERGAS/SAM")
+    p.add_argument("--coregister", choices=[c.value for c in Coregistration], default=Coregistration.AUTO.value,
+                   help="the PAN/MS offset measured from the pixels (±4 PAN pixels; in the report): auto (default: "
+                        "a pair that fits better shifted, the same way in every quadrant of the scene, is fused "
+                        "shifted, on the PAN's pixel grid), check (only warn) or off (trust the geotransforms)")
     p.add_argument("--threads", type=int, help="intra-op threads for the network")
     p.add_argument("--prepare-threads", type=int, help="threads reading and conditioning tiles while the network "
                                                        "runs (default: half the cores, 1 to 4)")
@@ -123,7 +128,7 @@ def scene_config(args: argparse.Namespace, **outputs: object) -> SceneConfig:
     try:
         return SceneConfig(model=args.model, backend=Backend(args.backend), device=Device(args.device), fuse=fuse,
                            threads=args.threads, prepare_threads=args.prepare_threads, overwrite=args.overwrite,
-                           metrics=args.metrics, **outputs)
+                           metrics=args.metrics, coregister=Coregistration(args.coregister), **outputs)
     except ConfigError as e:
         raise _option_error(e) from None
 

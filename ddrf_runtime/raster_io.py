@@ -106,8 +106,21 @@ def _snap_axis(ms_start: float, ms_res: float, ms_n: int, pan_start: float, pan_
     return first, count, pan_first
 
 
-def inspect_pair(ms_path: str | os.PathLike, pan_path: str | os.PathLike) -> RasterPair:
-    """Open both rasters, check they can be fused together and compute the common grid."""
+def _moved(first: int, count: int, pan_first: int, offset: int, pan_n: int, ratio: int) -> tuple[int, int, int]:
+    """``_snap_axis``'s pairing with the PAN moved by ``offset`` of its pixels, less the MS pixels whose moved PAN
+    would fall outside the PAN."""
+    pan_first += offset
+    if pan_first < 0:
+        drop = -(pan_first // ratio)  # ceil(−pan_first / ratio)
+        first, count, pan_first = first + drop, count - drop, pan_first + drop * ratio
+    return first, max(0, min(count, (pan_n - pan_first) // ratio)), pan_first
+
+
+def inspect_pair(ms_path: str | os.PathLike, pan_path: str | os.PathLike,
+                 pan_offset: tuple[int, int] = (0, 0)) -> RasterPair:
+    """Open both rasters, check they can be fused together and compute the common grid; ``pan_offset`` (rows,
+    columns) moves the PAN's pixels against the MS's from where the geotransforms put them (a co-registration
+    measured from the pixels, ``registration``): MS pixels whose moved PAN falls outside the PAN are dropped."""
     ms_path, pan_path = str(ms_path), str(pan_path)
     if Path(ms_path).resolve() == Path(pan_path).resolve():
         raise InputError("MS and PAN are the same file", ms_path)
@@ -123,8 +136,10 @@ def inspect_pair(ms_path: str | os.PathLike, pan_path: str | os.PathLike) -> Ras
                 f"MS/PAN resolution ratio {rx:.3f}×{ry:.3f} is not an integer; resample to an integer ratio", ms_path)
         if ratio < 2:
             raise InputError("MS is not coarser than the PAN (ratio 1); nothing to sharpen", ms_path)
-        c0, nc, pc0 = _snap_axis(ms.bounds.left, ms.res[0], ms.width, pan.bounds.left, pan.res[0], pan.width, ratio)
-        r0, nr, pr0 = _snap_axis(-ms.bounds.top, ms.res[1], ms.height, -pan.bounds.top, pan.res[1], pan.height, ratio)
+        c0, nc, pc0 = _moved(*_snap_axis(ms.bounds.left, ms.res[0], ms.width, pan.bounds.left, pan.res[0],
+                                         pan.width, ratio), pan_offset[1], pan.width, ratio)
+        r0, nr, pr0 = _moved(*_snap_axis(-ms.bounds.top, ms.res[1], ms.height, -pan.bounds.top, pan.res[1],
+                                         pan.height, ratio), pan_offset[0], pan.height, ratio)
         if nc <= 0 or nr <= 0:
             raise InputError(f"does not overlap the PAN {pan_path}", ms_path)
         covered = min(nc * nr / (ms.width * ms.height),

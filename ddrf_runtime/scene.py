@@ -17,6 +17,7 @@ import dataclasses
 import errno
 import functools
 import json
+import logging
 import math
 import os
 import platform
@@ -42,6 +43,7 @@ from .pipeline import (BatchInputs, BitDepth, FuseOptions, Radiometry, finish_ba
                        output_channels, predict_x0, prepare_batch, tiles_per_call, window_trust)
 from .bit_depths import bit_depth_for_max
 from .raster_io import RasterPair, _first_line, atomic_output, check_output_path, declared_bit_depth, inspect_pair
+from .registration import MIN_PIXELS, SEARCH, Coregistration, Registration, estimate_offset
 from .session import Device
 from .sidecar import SpreadSidecar, atomic_outputs, sidecar_path
 from .stages import OrderedWorker, ordered_map
@@ -56,6 +58,9 @@ GDAL_CACHE_BYTES = 128 * 2**20
 # against 8.6 at the default 6, for a file 4 % larger (73 vs 70 MiB; 98 MiB at level 6 without predictor).
 COG_DEFLATE_LEVEL = 1
 STATS_BLOCK_PIXELS = 2**22  # PAN pixels per block of the scene-statistics pass (bounded memory)
+REGISTRATION_SIDE = 256  # MS pixels per side of the central window the PAN/MS offset is measured on (0.2 s)
+
+log = logging.getLogger(__name__)
 METRICS_MAX_SIDE = 2048  # full-resolution metrics use at most this central crop (PAN pixels per side)
 
 
@@ -73,6 +78,8 @@ class SceneConfig:
     prepare_threads: int | None = None  # threads reading and conditioning tiles ahead of the network; None → half
     # the cores, 1..4
     queue_depth: int = 1  # batches ready beyond one per reader thread, and finished strips waiting to be written
+    coregister: Coregistration = Coregistration.AUTO  # the PAN/MS offset measured from the pixels: fuse a shifted
+    # pair moved (auto), only report it and warn (check), or trust the geotransforms (off)
 
     def __post_init__(self) -> None:
         for name in ("prepare_threads", "queue_depth"):
@@ -232,6 +239,25 @@ def _read_ms_grid(ms_ds, pan_ds, pair: RasterPair, ms_win: GridWindow,
                   scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Normalised MS (C, n, m) of an MS-grid window, its first PAN band (r·n, r·m), and its valid MS pixels."""
     return _normalised(_read_window(ms_ds, pan_ds, pair, ms_win, scale), scale)
+
+
+def _registration(pair: RasterPair) -> Registration:
+    """The PAN/MS offset on the scene's central window (``registration.estimate_offset``), the PAN read ``SEARCH``
+    pixels beyond it on every side, from inside the pair's PAN window where the scene is large enough."""
+    r, rows, cols = pair.ratio, int(pair.ms_window.height), int(pair.ms_window.width)
+    inset = -(-SEARCH // r)  # MS pixels kept clear of the edges, so the searched PAN stays within the pair's
+    h, w = (min(REGISTRATION_SIDE, n - 2 * inset) for n in (rows, cols))
+    if h * w < MIN_PIXELS:
+        return Registration.unmeasured()
+    win = GridWindow((rows - h) // 2, (cols - w) // 2, h, w)
+    pan_win = Window(pair.pan_window.col_off + r * win.col - SEARCH, pair.pan_window.row_off + r * win.row - SEARCH,
+                     r * w + 2 * SEARCH, r * h + 2 * SEARCH)
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), rasterio.open(pair.ms_path) as ms_ds, \
+            rasterio.open(pair.pan_path) as pan_ds:
+        ms, ms_ok = _read_filled(ms_ds, _shift(win, pair.ms_window), math.inf)  # (h, w, C) DN
+        pan, pan_ok = _read_filled(pan_ds, pan_win, math.inf)  # (r·h + 2s, r·w + 2s, k) DN
+    pan_ok = pan_ok[SEARCH:SEARCH + r * h, SEARCH:SEARCH + r * w]
+    return estimate_offset(ms, pan.mean(axis=2), ms_ok & (box_mean(pan_ok, r) == 1.0), r)
 
 
 def _fit_window_reader(pair: RasterPair, scale: float) -> Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -395,6 +421,17 @@ def fuse_scene(ms_path: str | os.PathLike, pan_path: str | os.PathLike, out_path
             check_output_path(extra, (ms_path, pan_path, out_path), True)
     t = time.perf_counter()
     pair = inspect_pair(ms_path, pan_path)
+    coregister = Coregistration(config.coregister)
+    registration = None if coregister is Coregistration.OFF else _registration(pair)
+    if registration is not None and registration.shifted:
+        moved = f"by {registration.offset[0]} row(s), {registration.offset[1]} column(s) of its pixels"
+        fit = f"correlation with the MS {registration.correlation:.3f} → {registration.best_correlation:.3f}"
+        if coregister is Coregistration.AUTO:
+            pair = inspect_pair(ms_path, pan_path, registration.offset)
+            log.info("%s: PAN moved %s to fit the MS (%s)", pan_path, moved, fit)
+        else:
+            log.warning("%s: the PAN fits the MS better moved %s than as georeferenced (%s): edges will be doubled; "
+                        "--coregister auto fuses it moved", pan_path, moved, fit)
     model_path = str(config.model or default_model(pair.ms_count, pair.pan_count, config.backend))
     if config.model is None and not Path(model_path).exists():
         raise ModelError(f"no bundled model for {pair.ms_count}-band MS with a {pair.pan_count}-band guide; "
@@ -469,6 +506,9 @@ def fuse_scene(ms_path: str | os.PathLike, pan_path: str | os.PathLike, out_path
         "base": {"kind": spec.target.base.value,  # what the network's residual corrects, and its scene statistics
                  **({} if scene is None else scene.as_dict())},
         "trust": {"setting": Trust(options.trust).value, **trust.as_dict()},  # how much of the correction is kept
+        "registration": {"setting": coregister.value, "applied": coregister is Coregistration.AUTO and
+                         registration is not None and registration.shifted,  # the PAN/MS offset from the pixels
+                         **({} if registration is None else registration.as_dict())},
         "size": [pair.height, pair.width], "nodata_pixels": n_invalid,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
     }

@@ -20,6 +20,12 @@ Decisions, with the evidence behind them
   The PAN geotransform has 0.498 m × 0.5006 m pixels instead of 0.5 × 0.5025: both grids share
   their centre, so the PAN is taken as the exact 4× grid; cross-correlation confirms ≤ ±1.5 PAN
   pixels of residual misregistration at the left/right edges (−1 / +1 best shift), none at the centre.
+  Rows are another matter (stop 30, ``registration.estimate_offset`` on strips of 8 MS rows × 190 columns): the
+  PAN fits the MS best 2 PAN rows up above MS row ≈ 96 and 2 rows down below it, in every strip (correlation
+  0.90–0.96 as paired, 0.98–0.99 moved): a one-MS-row seam, as a nearest-neighbour resampling of MS rows 2.01 m
+  tall (the geotransform's) onto a 2 m grid would leave. Not corrected here (it would move every Osman figure):
+  the fused demo and the Osman pairs carry it; the runtime's co-registration sees quadrants that disagree and
+  leaves the scene as georeferenced.
   The PAN is not resampled: interpolation would blur the detail source.
 * CristianICS (``geotiff/cristianics_8band_r4``): WorldView-3 band order (Coastal, B, G, Y, R,
   RedEdge, NIR1, NIR2). Evidence: 1.2 m / 0.3 m GSD is the WV3 resampled product, and the band
