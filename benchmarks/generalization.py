@@ -63,6 +63,8 @@ class Fold:
     scenes: tuple[str, ...]  # every scene of the sensor (none of them trains the fold)
     test: tuple[str, ...]  # scored at reduced resolution (whole scenes)
     full: tuple[Region, ...]  # scored at full resolution (native ratio 4 only)
+    trains_as: str | None = None  # a fold of the same sensor whose training this one shares: its scenes are that
+    # fold's read otherwise (parts, registered), never in the pool
 
 
 def _corner(scene: str) -> Region:
@@ -75,6 +77,9 @@ FOLDS: Mapping[str, Fold] = {
                 ("wv2", "rotterdam_1", "rotterdam_2"), (_corner("wv2"), _corner("rotterdam_1"))),
     "ge1": Fold("GeoEye-1 (GRIP GE1, 8-bit stretched)", ("ge1",), ("ge1",), (_corner("ge1"),)),
     "osman": Fold("Osman demo sensor (11-bit, unnamed VHR)", ("osman",), ("osman",), (_corner("osman"),)),
+    # The same fold scored on the scene's two sides of its seam, each with its PAN moved onto its MS (datasets).
+    "osman_registered": Fold("Osman demo sensor, each side of the scene's seam registered",
+                             ("osman_top", "osman_bottom"), ("osman_top", "osman_bottom"), (), trains_as="osman"),
     # One scene per WRS-2 path/row keeps the scoring cost bounded; all 39 leave training.
     "l7": Fold("Landsat-7 ETM+ (FuseBox, 6 path/rows)", _L7,
                tuple(f"fusebox_{r.start}" for r in FUSEBOX_PATH_ROWS.values()), ()),
@@ -169,7 +174,9 @@ def _pair(scene: str) -> datasets.Pair:
 def training_scenes(fold: str | None) -> list[str]:
     """Every pool scene whose sensor is not the fold's (no pixel of the held-out sensor trains; None: every
     sensor), less those too small for a Wald pair and a training crop (the 32² Z-PNN WV3 example)."""
-    pool = [s for f in FOLDS.values() for s in f.scenes]
+    if fold and FOLDS[fold].trains_as:
+        return training_scenes(FOLDS[fold].trains_as)
+    pool = [s for f in FOLDS.values() if not f.trains_as for s in f.scenes]
     held_out = set(FOLDS[fold].scenes) if fold else set()
     return [s for s in pool if s not in held_out and min(datasets.load_scene(s).ms.shape[:2]) >= _MIN_SIDE]
 

@@ -23,6 +23,8 @@ EXPECTED = {
     "wv2": ("WV2", 11, WV, 4, (320, 320, 8), False),
     "wv3_example": ("WV3", 11, WV, 4, (32, 32, 8), False),
     "osman": ("unknown", 11, BGRN, 4, (200, 200, 4), True),
+    "osman_top": ("unknown", 11, BGRN, 4, (97, 200, 4), True),  # MS rows 1..97, PAN 2 rows up of the file's pairing
+    "osman_bottom": ("unknown", 11, BGRN, 4, (97, 200, 4), True),  # rows 102..198 (the PAN ends), 2 rows down
     "cristianics": ("unknown", 7, WV, 4, (143, 144, 8), True),
     "shanghai": ("WV3", 11, WV, 4, (324, 325, 8), True),  # 325 rows less the 3-PAN-row shift
     "rotterdam_1": ("WV2", 11, BGRN, 4, (150, 150, 4), True),  # 300² nearest-neighbour copy → native 150²

@@ -127,3 +127,22 @@ def test_check_only_warns_and_off_does_not_look(tmp_path, shifted_crop, fake_mod
     np.testing.assert_array_equal(read(tmp_path / "off.tif"), read(tmp_path / "check.tif"))  # as georeferenced
     with rasterio.open(tmp_path / "check.tif") as out, rasterio.open(shifted) as pan:
         assert out.shape == (160, 160) and out.transform.almost_equals(pan.transform)
+
+
+def _scene_registration(name):
+    scene = load_scene(name)
+    ms, pan = scene.ms[1:-1].astype(np.float64), scene.pan.astype(np.float64)  # one MS row clear of each end
+    inner = pan[R - SEARCH:R * (ms.shape[0] + 1) + SEARCH, :]
+    h, w = ms.shape[0], ms.shape[1] - 2
+    return estimate_offset(ms[:, 1:-1], inner[:, R - SEARCH:R * (w + 1) + SEARCH], np.ones((h, w), bool), R)
+
+
+def test_the_osman_scene_has_a_seam_and_each_side_is_read_registered(data_dir):
+    """The demo scene's top and bottom fit 4 PAN rows apart (no single shift); its two sides as the evaluation
+    reads them (``osman_top``, ``osman_bottom``) fit where they are, in every quadrant."""
+    whole = _scene_registration("osman")
+    assert {q[0] for q in whole.quadrants} == {-2, 2} and not whole.shifted
+    for side in ("osman_top", "osman_bottom"):
+        reg = _scene_registration(side)
+        assert reg.offset == (0, 0) and all(abs(q[0]) <= 1 and abs(q[1]) <= 1 for q in reg.quadrants)
+        assert reg.correlation > whole.correlation + 0.03

@@ -20,12 +20,14 @@ Decisions, with the evidence behind them
   The PAN geotransform has 0.498 m × 0.5006 m pixels instead of 0.5 × 0.5025: both grids share
   their centre, so the PAN is taken as the exact 4× grid; cross-correlation confirms ≤ ±1.5 PAN
   pixels of residual misregistration at the left/right edges (−1 / +1 best shift), none at the centre.
-  Rows are another matter (stop 30, ``registration.estimate_offset`` on strips of 8 MS rows × 190 columns): the
-  PAN fits the MS best 2 PAN rows up above MS row ≈ 96 and 2 rows down below it, in every strip (correlation
-  0.90–0.96 as paired, 0.98–0.99 moved): a one-MS-row seam, as a nearest-neighbour resampling of MS rows 2.01 m
-  tall (the geotransform's) onto a 2 m grid would leave. Not corrected here (it would move every Osman figure):
-  the fused demo and the Osman pairs carry it; the runtime's co-registration sees quadrants that disagree and
-  leaves the scene as georeferenced.
+  Rows are another matter (stop 30, ``registration.estimate_offset`` on strips of 4–8 MS rows × 190 columns):
+  the PAN fits the MS best 2 PAN rows up above MS row ≈ 98 and 2 rows down from row ≈ 100, in every strip
+  (correlation 0.90–0.96 as paired, 0.98–0.99 moved): a seam of one MS row (the MS geotransform's rows are
+  2.01 m, against 4 × 0.5 m PAN rows; no MS row is duplicated, so the cause is not visible). ``osman`` stays as
+  the file pairs it (every figure made on it, the training pairs and the demo carry the seam; the runtime's
+  co-registration sees quadrants that disagree and leaves it as georeferenced); ``osman_top`` (MS rows 1–97, PAN
+  from row 2) and ``osman_bottom`` (rows 102–199, PAN from row 410) are its two sides registered, for the
+  leave-one-sensor-out fold ``osman_registered``.
   The PAN is not resampled: interpolation would blur the detail source.
 * CristianICS (``geotiff/cristianics_8band_r4``): WorldView-3 band order (Coastal, B, G, Y, R,
   RedEdge, NIR1, NIR2). Evidence: 1.2 m / 0.3 m GSD is the WV3 resampled product, and the band
@@ -155,6 +157,8 @@ class _Source:
     dn_per_unit: float = 1.0
     ms_step: int = 1  # the MS file is a ms_step× nearest-neighbour copy: the native grid is [::ms_step, ::ms_step]
     zero_is_nodata: bool = False  # untagged zero no-data: keep the longest run of rows free of it (see below)
+    ms_rows: tuple[int, int] | None = None  # MS rows [first, stop) kept, a part of the file; ``pan_offset`` is then
+    # the guide pixel of the first kept row's first pixel
 
 
 def _fusebox(n: int) -> _Source:
@@ -208,6 +212,11 @@ _SOURCES: Mapping[str, _Source] = MappingProxyType({
     "osman": _Source(
         "unknown", 11, CANONICAL_FIRST, 4, True, ("geotiff/osman_4band_r4/ms.tif",), "geotiff/osman_4band_r4/pan.tif",
     ),
+    # The same scene's two sides of its seam, each with its PAN where it fits (the Osman note above).
+    "osman_top": _Source("unknown", 11, CANONICAL_FIRST, 4, True, ("geotiff/osman_4band_r4/ms.tif",),
+                         "geotiff/osman_4band_r4/pan.tif", (2, 0), ms_rows=(1, 98)),
+    "osman_bottom": _Source("unknown", 11, CANONICAL_FIRST, 4, True, ("geotiff/osman_4band_r4/ms.tif",),
+                            "geotiff/osman_4band_r4/pan.tif", (4 * 102 + 2, 0), ms_rows=(102, 200)),
     "cristianics": _Source(
         "unknown", 7, WV_NATIVE, 4, True,
         ("geotiff/cristianics_8band_r4/mul.tif",), "geotiff/cristianics_8band_r4/pan.tif", (2, 2),
@@ -353,6 +362,7 @@ def load_scene(name: str) -> Scene:
     parts = [_read_file(f, root) for f in (*src.ms_files, src.pan_file)]
     nodata = {v * src.dn_per_unit for _, v in parts if v is not None}
     ms = np.concatenate([a for a, _ in parts[:-1]], axis=-1)[::src.ms_step, ::src.ms_step]
+    ms = ms if src.ms_rows is None else ms[slice(*src.ms_rows)]
     guide = parts[-1][0]
     pan = guide[..., 0] if guide.shape[-1] == 1 else guide
     if ms.shape[-1] != len(src.native_bands):
