@@ -145,6 +145,10 @@ VARIANTS = (
                                        "half a combination of the reference's bands, weights exp(±1) "
                                        "(`[degrade] pan_copies = 2, pan_mix = 0.5, pan_tilt = 1`)",
             lambda c: dataclasses.replace(_pooled(c), augment=JITTER, degrade=PAN_RESPONSE)),
+    Variant("hpm_fit_pool_jitter_pan_osreg", "hpm_fit_pool_jitter_pan with the Osman scene's two sides registered "
+                                             "(osman_top, osman_bottom) in place of the scene as its files pair it",
+            lambda c: dataclasses.replace(_pooled(c), augment=JITTER, degrade=PAN_RESPONSE),
+            drops=("osman",), adds=("osman_top", "osman_bottom")),
     Variant("hpm_fit_pool_jitter_scene", "hpm_fit_pool_jitter trained on pairs in scene-mean units "
                                          "(`train.value_scale = \"scene_mean\"`), as the runtime feeds a scene "
                                          "under ValueScale.SCENE_MEAN",
