@@ -58,10 +58,10 @@ GDAL_CACHE_BYTES = 128 * 2**20
 # against 8.6 at the default 6, for a file 4 % larger (73 vs 70 MiB; 98 MiB at level 6 without predictor).
 COG_DEFLATE_LEVEL = 1
 STATS_BLOCK_PIXELS = 2**22  # PAN pixels per block of the scene-statistics pass (bounded memory)
-REGISTRATION_SIDE = 256  # MS pixels per side of the central window the PAN/MS offset is measured on (0.2 s)
+REGISTRATION_SIDE = 256  # MS pixels per side of the central window the PAN/MS offset is measured on (0.1–0.4 s)
+METRICS_MAX_SIDE = 2048  # full-resolution metrics use at most this central crop (PAN pixels per side)
 
 log = logging.getLogger(__name__)
-METRICS_MAX_SIDE = 2048  # full-resolution metrics use at most this central crop (PAN pixels per side)
 
 
 @dataclass(frozen=True)
@@ -247,7 +247,7 @@ def _registration(pair: RasterPair) -> Registration:
     r, rows, cols = pair.ratio, int(pair.ms_window.height), int(pair.ms_window.width)
     inset = -(-SEARCH // r)  # MS pixels kept clear of the edges, so the searched PAN stays within the pair's
     h, w = (min(REGISTRATION_SIDE, n - 2 * inset) for n in (rows, cols))
-    if h * w < MIN_PIXELS:
+    if h <= 0 or w <= 0 or h * w < MIN_PIXELS:
         return Registration.unmeasured()
     win = GridWindow((rows - h) // 2, (cols - w) // 2, h, w)
     pan_win = Window(pair.pan_window.col_off + r * win.col - SEARCH, pair.pan_window.row_off + r * win.row - SEARCH,
@@ -258,6 +258,23 @@ def _registration(pair: RasterPair) -> Registration:
         pan, pan_ok = _read_filled(pan_ds, pan_win, math.inf)  # (r·h + 2s, r·w + 2s, k) DN
     pan_ok = pan_ok[SEARCH:SEARCH + r * h, SEARCH:SEARCH + r * w]
     return estimate_offset(ms, pan.mean(axis=2), ms_ok & (box_mean(pan_ok, r) == 1.0), r)
+
+
+def _coregistered(pair: RasterPair, mode: Coregistration) -> tuple[RasterPair, Registration | None, bool]:
+    """The pair as ``mode`` says to fuse it, its registration (None: not measured) and whether it was moved."""
+    if mode is Coregistration.OFF:
+        return pair, None, False
+    registration = _registration(pair)
+    if not registration.shifted:
+        return pair, registration, False
+    moved = f"by {registration.offset[0]} row(s), {registration.offset[1]} column(s) of its pixels"
+    fit = f"correlation with the MS {registration.correlation:.3f} → {registration.best_correlation:.3f}"
+    if mode is Coregistration.CHECK:
+        log.warning("%s: the PAN fits the MS better moved %s than as georeferenced (%s): edges will be doubled; "
+                    "--coregister auto fuses it moved", pair.pan_path, moved, fit)
+        return pair, registration, False
+    log.info("%s: PAN moved %s to fit the MS (%s)", pair.pan_path, moved, fit)
+    return inspect_pair(pair.ms_path, pair.pan_path, registration.offset), registration, True
 
 
 def _fit_window_reader(pair: RasterPair, scale: float) -> Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -420,18 +437,8 @@ def fuse_scene(ms_path: str | os.PathLike, pan_path: str | os.PathLike, out_path
         if extra:
             check_output_path(extra, (ms_path, pan_path, out_path), True)
     t = time.perf_counter()
-    pair = inspect_pair(ms_path, pan_path)
     coregister = Coregistration(config.coregister)
-    registration = None if coregister is Coregistration.OFF else _registration(pair)
-    if registration is not None and registration.shifted:
-        moved = f"by {registration.offset[0]} row(s), {registration.offset[1]} column(s) of its pixels"
-        fit = f"correlation with the MS {registration.correlation:.3f} → {registration.best_correlation:.3f}"
-        if coregister is Coregistration.AUTO:
-            pair = inspect_pair(ms_path, pan_path, registration.offset)
-            log.info("%s: PAN moved %s to fit the MS (%s)", pan_path, moved, fit)
-        else:
-            log.warning("%s: the PAN fits the MS better moved %s than as georeferenced (%s): edges will be doubled; "
-                        "--coregister auto fuses it moved", pan_path, moved, fit)
+    pair, registration, moved = _coregistered(inspect_pair(ms_path, pan_path), coregister)
     model_path = str(config.model or default_model(pair.ms_count, pair.pan_count, config.backend))
     if config.model is None and not Path(model_path).exists():
         raise ModelError(f"no bundled model for {pair.ms_count}-band MS with a {pair.pan_count}-band guide; "
@@ -506,8 +513,7 @@ def fuse_scene(ms_path: str | os.PathLike, pan_path: str | os.PathLike, out_path
         "base": {"kind": spec.target.base.value,  # what the network's residual corrects, and its scene statistics
                  **({} if scene is None else scene.as_dict())},
         "trust": {"setting": Trust(options.trust).value, **trust.as_dict()},  # how much of the correction is kept
-        "registration": {"setting": coregister.value, "applied": coregister is Coregistration.AUTO and
-                         registration is not None and registration.shifted,  # the PAN/MS offset from the pixels
+        "registration": {"setting": coregister.value, "applied": moved,  # the PAN/MS offset from the pixels
                          **({} if registration is None else registration.as_dict())},
         "size": [pair.height, pair.width], "nodata_pixels": n_invalid,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
