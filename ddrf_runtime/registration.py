@@ -83,14 +83,15 @@ def _scores(ms: np.ndarray, valid: np.ndarray, integral: np.ndarray, ratio: int,
     if n < MIN_PIXELS:
         return {}
     design = np.column_stack([ms[valid].astype(np.float64), np.ones(n)])  # (n, C + 1)
-    basis, _ = np.linalg.qr(design)  # (n, C + 1): orthonormal, spans the bands and the constant
+    u, sv, _ = np.linalg.svd(design, full_matrices=False)
+    basis = u[:, sv > 1e-10 * sv[0]]  # (n, rank): orthonormal, spans the bands and the constant (a flat band adds none)
     scores = {}
     for dy in range(-search, search + 1):
         for dx in range(-search, search + 1):
             b = _block_sums(integral, search + dy + ratio * at[0], search + dx + ratio * at[1], ratio, h, w)[valid]
             b = b - b.mean()  # (n,)
             energy = float(b @ b)
-            fitted = basis.T @ b  # (C + 1,): the fit's coordinates; its norm over b's is the correlation
+            fitted = basis.T @ b  # (rank,): the fit's coordinates; its norm over b's is the correlation
             scores[(dy, dx)] = math.sqrt(float(fitted @ fitted) / energy) if energy > 0 else 0.0
     return scores
 

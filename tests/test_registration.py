@@ -44,6 +44,18 @@ def test_a_shifted_pan_is_found_the_same_in_every_quadrant(wv2, offset):
     assert reg.best_correlation > 0.95  # the registered fit: the MS bands explain the PAN
 
 
+def test_a_flat_band_changes_nothing(wv2):
+    """A constant band (saturated, or filled no-data) adds no regressor: the same offset and correlations."""
+    ms, pan, at = wv2
+    moved = _pan_moved(pan, at, ms.shape[:2], (3, 0))
+    flat = np.concatenate([ms, np.full(ms.shape[:2] + (1,), 7.0)], axis=-1)  # (h, w, C + 1)
+    valid = np.ones(ms.shape[:2], bool)
+    with_flat, without = estimate_offset(flat, moved, valid, R), estimate_offset(ms, moved, valid, R)
+    assert (with_flat.offset, with_flat.quadrants) == (without.offset, without.quadrants) == ((3, 0), ((3, 0),) * 4)
+    assert (with_flat.correlation, with_flat.best_correlation) == pytest.approx(
+        (without.correlation, without.best_correlation), abs=1e-12)
+
+
 def test_a_warp_is_not_taken_for_a_shift(wv2):
     """The top half 2 rows off one way, the bottom half the other (a scale mismatch): quadrants disagree."""
     ms, pan, at = wv2
