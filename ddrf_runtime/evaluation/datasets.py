@@ -26,7 +26,7 @@ Decisions, with the evidence behind them
   2.01 m, against 4 × 0.5 m PAN rows; no MS row is duplicated, so the cause is not visible). ``osman`` stays as
   the file pairs it (every figure made on it, the training pairs and the demo carry the seam; the runtime's
   co-registration sees quadrants that disagree and leaves it as georeferenced); ``osman_top`` (MS rows 1–97, PAN
-  from row 2) and ``osman_bottom`` (rows 102–199, PAN from row 410) are its two sides registered, for the
+  from row 2) and ``osman_bottom`` (rows 102–198, PAN from row 410 to its end) are its two sides registered, for the
   leave-one-sensor-out fold ``osman_registered``.
   The PAN is not resampled: interpolation would blur the detail source.
 * CristianICS (``geotiff/cristianics_8band_r4``): WorldView-3 band order (Coastal, B, G, Y, R,
@@ -166,6 +166,12 @@ def _fusebox(n: int) -> _Source:
     return _Source("L7", 8, _L7_NATIVE, 2, False, (f"{d}/{n}_ms.mat:cropped_im",), f"{d}/{n}_pan.mat:cropped_gray")
 
 
+def _osman(pan_offset: tuple[int, int] = (0, 0), ms_rows: tuple[int, int] | None = None) -> _Source:
+    d = "geotiff/osman_4band_r4"
+    return _Source("unknown", 11, CANONICAL_FIRST, 4, True, (f"{d}/ms.tif",), f"{d}/pan.tif", pan_offset,
+                   ms_rows=ms_rows)
+
+
 def _rotterdam(n: int) -> _Source:
     d = "geotiff/spacenet6_rotterdam_wv2_4band"
     return _Source("WV2", 11, CANONICAL_FIRST, 4, True, (f"{d}/ms{n}.tif",), f"{d}/pan{n}.tif",
@@ -209,14 +215,10 @@ _SOURCES: Mapping[str, _Source] = MappingProxyType({
         ("mat/grip_zpnn/WV3_example.mat:I_MS_LR",), "mat/grip_zpnn/WV3_example.mat:I_PAN",
     ),
     **{f"fusebox_{n}": _fusebox(n) for n in range(1, 40)},
-    "osman": _Source(
-        "unknown", 11, CANONICAL_FIRST, 4, True, ("geotiff/osman_4band_r4/ms.tif",), "geotiff/osman_4band_r4/pan.tif",
-    ),
+    "osman": _osman(),
     # The same scene's two sides of its seam, each with its PAN where it fits (the Osman note above).
-    "osman_top": _Source("unknown", 11, CANONICAL_FIRST, 4, True, ("geotiff/osman_4band_r4/ms.tif",),
-                         "geotiff/osman_4band_r4/pan.tif", (2, 0), ms_rows=(1, 98)),
-    "osman_bottom": _Source("unknown", 11, CANONICAL_FIRST, 4, True, ("geotiff/osman_4band_r4/ms.tif",),
-                            "geotiff/osman_4band_r4/pan.tif", (4 * 102 + 2, 0), ms_rows=(102, 200)),
+    "osman_top": _osman((2, 0), (1, 98)),
+    "osman_bottom": _osman((4 * 102 + 2, 0), (102, 200)),
     "cristianics": _Source(
         "unknown", 7, WV_NATIVE, 4, True,
         ("geotiff/cristianics_8band_r4/mul.tif",), "geotiff/cristianics_8band_r4/pan.tif", (2, 2),
