@@ -225,7 +225,12 @@ def _read_window(ms_ds, pan_ds, pair: RasterPair, ms_win: GridWindow,
     pan_win = GridWindow(ms_win.row * r, ms_win.col * r, ms_win.height * r, ms_win.width * r)
     ms, ms_ok = _read_filled(ms_ds, _shift(ms_win, pair.ms_window), scale)  # (n, m, C)
     pan, pan_ok = _read_filled(pan_ds, _shift(pan_win, pair.pan_window), scale)  # (n·r, m·r, k)
-    return ms, pan, ms_ok & (box_mean(pan_ok, r) == 1.0)  # every PAN pixel of the MS pixel valid too
+    return ms, pan, _valid_in_both(ms_ok, pan_ok, r)
+
+
+def _valid_in_both(ms_ok: np.ndarray, pan_ok: np.ndarray, ratio: int) -> np.ndarray:
+    """(n, m) MS pixels that are valid and whose every PAN pixel (ratio·n, ratio·m) is valid too."""
+    return ms_ok & (box_mean(pan_ok, ratio) == 1.0)
 
 
 def _normalised(window: tuple[np.ndarray, np.ndarray, np.ndarray],
@@ -257,7 +262,7 @@ def _registration(pair: RasterPair) -> Registration:
         ms, ms_ok = _read_filled(ms_ds, _shift(win, pair.ms_window), math.inf)  # (h, w, C) DN
         pan, pan_ok = _read_filled(pan_ds, pan_win, math.inf)  # (r·h + 2s, r·w + 2s, k) DN
     pan_ok = pan_ok[SEARCH:SEARCH + r * h, SEARCH:SEARCH + r * w]
-    return estimate_offset(ms, pan.mean(axis=2), ms_ok & (box_mean(pan_ok, r) == 1.0), r)
+    return estimate_offset(ms, pan.mean(axis=2), _valid_in_both(ms_ok, pan_ok, r), r)
 
 
 def _coregistered(pair: RasterPair, mode: Coregistration) -> tuple[RasterPair, Registration | None, bool]:
