@@ -1,9 +1,11 @@
 """Fusion quality on the fixed test splits: reduced-resolution (Wald) and full-resolution metrics per method.
 
-    python -m benchmarks.quality [--family 4band|8band|hs_ms|hs_pan|all] [--methods EXP GSA ...] [--model M.onnx]
-                                 [--out benchmarks/results]
+    python -m benchmarks.quality [--family 4band|8band|hs_ms|hs_pan|all] [--split test|unseen]
+                                 [--methods EXP GSA ...] [--model M.onnx] [--out benchmarks/results]
 
-Writes ``quality_<family>.md`` and ``.json`` (machine, versions, date, command) and prints the markdown.
+Writes ``quality_<family>.md`` and ``.json`` (machine, versions, date, command) and prints the markdown;
+``--split unseen`` scores a sensor that no training split holds (``quality_<family>_unseen``; 4-band only),
+the case of a user whose sensor the model never saw.
 Every method is a *fuser*: a callable taking a ``datasets.Pair`` (fuse ``ms_lr`` with ``pan``) or a
 ``datasets.FullRes`` (fuse ``ms`` with ``pan``) and returning the fused H×W×C image in DN. The classical
 baselines are registered by default; ``--model`` adds an exported model as the "DDRF" row of every family
@@ -112,12 +114,14 @@ def _summary(per_scene: Mapping[str, Mapping[str, Mapping[str, float]]]) -> dict
     }
 
 
-def evaluate(family: str, fusers: Mapping[str, Fuser]) -> dict:
-    """All metrics of ``fusers`` on the family's reduced- and full-resolution test scenes."""
-    reduced = {p.name: score_sample(fusers, p) for p in datasets.reduced_resolution_split(family, "test")}
-    full = {f.name: score_sample(fusers, f) for f in datasets.full_resolution_split(family)}
+def evaluate(family: str, fusers: Mapping[str, Fuser], split: str = "test") -> dict:
+    """All metrics of ``fusers`` on the family's reduced-resolution ``split`` and, for "test", its
+    full-resolution test scenes."""
+    reduced = {p.name: score_sample(fusers, p) for p in datasets.reduced_resolution_split(family, split)}
+    full = {f.name: score_sample(fusers, f) for f in datasets.full_resolution_split(family)} if split == "test" else {}
     return {
         "family": family,
+        "split": split,
         "ratio": bands.FAMILIES[family].ratio,
         "bands": len(bands.FAMILIES[family].bands),
         "guide_bands": bands.FAMILIES[family].guide_bands,
@@ -141,7 +145,8 @@ def to_markdown(res: Mapping, env: Mapping) -> str:
         f"# Fusion quality, family {res['family']} ({res['bands']} bands, {res['guide_bands']}-band guide, "
         f"ratio {res['ratio']})", "",
         *environment_lines(env), "",
-        "Reduced resolution: Wald protocol on the held-out test regions (reference = original MS). "
+        "Reduced resolution: Wald protocol on the held-out " + ("test regions" if res["split"] == "test" else
+        "scenes of a sensor absent from every training split") + " (reference = original MS). "
         "Full resolution: original data, no reference. Fused images clipped to [0, full scale]; no border crop.",
     ]
     if "model" in res:
@@ -160,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__.split("\n")[0])
     ap.add_argument("--family", choices=[*splits.SPLITS, "all"], default="all")
+    ap.add_argument("--split", choices=["test", "unseen"], default="test",
+                    help="test: the held-out regions of the training sensors (and full resolution); unseen: a "
+                         "sensor no training split holds")
     ap.add_argument("--methods", nargs="+", choices=baselines.METHODS, default=list(baselines.METHODS))
     ap.add_argument("--model", type=Path, help="exported .onnx: a DDRF row for the families it fits")
     ap.add_argument("--flip-ensemble", action="store_true",
@@ -180,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     denoiser = Denoiser(args.model, "cpu") if args.model else None
     env = environment("quality", argv, ("numpy", "scipy", "rasterio", "onnxruntime"))
     for family in splits.SPLITS if args.family == "all" else [args.family]:
+        if not splits.split_regions(family, args.split):
+            continue  # e.g. no unseen sensor with this family's bands
         model = denoiser is not None and fits(denoiser, family)
         rows = dict(fusers)
         if model:
@@ -196,12 +206,13 @@ def main(argv: list[str] | None = None) -> int:
                     denoiser, projections=args.also_projections)
             if denoiser.spec.target.base is not Base.UPSAMPLED:  # what the network adds to its base
                 rows["DDRF base (x0 = 0)"] = base_fuser(denoiser)
-        res = evaluate(family, rows)
+        res = evaluate(family, rows, args.split)
         if model:
             res["model"] = {"path": str(args.model), "training_data": denoiser.spec.training_data,
                             "default_steps": denoiser.spec.default_steps,
                             "value_scale": denoiser.spec.value_scale.value}
-        write_results(f"quality_{family}", {**env, **res}, to_markdown(res, env), args.out)
+        name = f"quality_{family}" + ("" if args.split == "test" else f"_{args.split}")
+        write_results(name, {**env, **res}, to_markdown(res, env), args.out)
     return 0
 
 

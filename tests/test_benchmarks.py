@@ -241,3 +241,13 @@ def test_trust_at_full_resolution_keeps_a_seen_scenes_correction(data_dir) -> No
     assert list(rows) == ["osman"]  # Landsat-8's PAN is 2× its MS: not a ratio-4 scene
     assert rows["osman"]["ms_pixels"] == [200, 200]
     assert rows["osman"]["fit"] > 2 * TRUST_FIT and rows["osman"]["weight"] == 1.0
+
+
+def test_quality_on_the_unseen_split_scores_its_scenes_at_reduced_resolution_only(data_dir) -> None:
+    from benchmarks._report import environment
+    from benchmarks.quality import classical_fuser, evaluate, to_markdown
+
+    res = evaluate("4band", {"EXP": classical_fuser("EXP"), "GSA": classical_fuser("GSA")}, "unseen")
+    assert list(res["reduced"]) == ["sim_ikonos_hyspex", "sim_ikonos_aviris"] and res["full"] == {}
+    assert 0 < res["reduced_mean"]["GSA"]["ERGAS"][0] < res["reduced_mean"]["EXP"]["ERGAS"][0]
+    assert "absent from every training split" in to_markdown(res, environment("quality", [], ("numpy",)))

@@ -291,12 +291,20 @@ def _overlap(a: splits.Region, b: splits.Region) -> bool:
 @pytest.mark.parametrize("family", list(splits.SPLITS))
 def test_splits_never_share_pixels_and_tests_are_non_empty(family):
     train = splits.split_regions(family, "train")
-    held_out = [r for split in ("val", "test", "test_full") for r in splits.split_regions(family, split)]
+    held_out = [r for split in ("val", "test", "test_full", "unseen") for r in splits.split_regions(family, split)]
     # hs_ms has no full-resolution test: its HS and MS share one grid, so no native ratio-3 pair exists.
     assert train and splits.split_regions(family, "test")
     assert splits.split_regions(family, "test_full") or family == "hs_ms"
     assert not [(a, b) for a in train for b in held_out if _overlap(a, b)]
     assert {r.scene for r in train + held_out} <= set(ds.scene_names())
+
+
+def test_the_unseen_split_is_a_sensor_that_no_family_trains_on(data_dir):
+    unseen = splits.split_regions("4band", "unseen")
+    trained = {r.scene for family in splits.SPLITS for r in splits.split_regions(family, "train")}
+    unseen_sensors = {ds.load_scene(r.scene).sensor for r in unseen}
+    assert unseen and unseen_sensors.isdisjoint({ds.load_scene(s).sensor for s in trained})
+    assert unseen_sensors == {"IKONOS"}
 
 
 def test_fusebox_path_rows_are_not_split_across_sets():

@@ -44,6 +44,8 @@ _OSMAN_TRAIN, _OSMAN_TEST = Region("osman", (0, 136)), Region("osman", (136, 200
 # Rows cut to multiples of 32 MS pixels too (Shanghai 324 rows, CristianICS 143), for exact full-resolution blocks.
 _CRISTIANICS_TRAIN, _CRISTIANICS_TEST = Region("cristianics", (0, 96)), Region("cristianics", (96, 144), (0, 128))
 _8BAND_TEST = (Region("wv2", _TEST_COLS), Region("shanghai", _TEST_COLS, (0, 320)), _CRISTIANICS_TEST)
+# A 4-band sensor no model trains on: IKONOS simulated from the two real hyperspectral cubes (``datasets``).
+_4BAND_UNSEEN = (Region("sim_ikonos_hyspex"), Region("sim_ikonos_aviris"))
 
 
 SPLITS: Mapping[str, Mapping[str, tuple[Region, ...]]] = MappingProxyType({
@@ -58,30 +60,35 @@ SPLITS: Mapping[str, Mapping[str, tuple[Region, ...]]] = MappingProxyType({
         "val": _fusebox_regions("P091R083"),
         "test": (*_fusebox_regions("P092R086"), Region("ge1", _TEST_COLS), Region("wv2", _TEST_COLS), _OSMAN_TEST),
         "test_full": (Region("ge1", _TEST_COLS), Region("wv2", _TEST_COLS), _OSMAN_TEST, Region("wv3_example")),
+        "unseen": _4BAND_UNSEEN,
     }),
     "8band": MappingProxyType({
         "train": (Region("wv2", _TRAIN_COLS), Region("shanghai", _TRAIN_COLS), _CRISTIANICS_TRAIN),
         "val": (),
         "test": _8BAND_TEST,
         "test_full": (*_8BAND_TEST, Region("wv3_example")),
+        "unseen": (),
     }),
     "hs_ms": MappingProxyType({
         "train": (Region("paris_hs_ms", (0, 48)),),
         "val": (),
         "test": (Region("paris_hs_ms", (48, 72)),),
         "test_full": (),
+        "unseen": (),
     }),
     "hs_pan": MappingProxyType({
         "train": (Region("paris_hs_pan", rows=(0, 36)),),
         "val": (),
         "test": (Region("paris_hs_pan", rows=(36, 72)),),
         "test_full": (Region("paris_hs_pan", cols=(0, 32), rows=(36, 68)),),
+        "unseen": (),
     }),
 })
 
 
 def split_regions(family: str, split: str) -> list[Region]:
-    """The regions of one split ("train", "val", "test": reduced resolution; "test_full": full resolution)."""
+    """The regions of one split ("train", "val", "test": reduced resolution; "test_full": full resolution;
+    "unseen": reduced resolution, a sensor absent from every training split)."""
     try:
         return list(SPLITS[family][split])
     except KeyError:
