@@ -277,14 +277,20 @@ def test_full_resolution_keeps_the_original_data(data_dir):
 
 # ---------------------------------------------------------------------------------------------- splits
 
-def _cells(region: splits.Region) -> tuple[range, range]:
+def _cells(region: splits.Region) -> tuple[tuple[str, ...], range, range]:
+    """The MS files a region reads and their rows and columns (a scene that is a part of a file, like the Osman
+    scene's registered sides, counts in the file's rows)."""
     big = 10**6
-    return range(*(region.rows or (0, big))), range(*(region.cols or (0, big)))
+    source = ds._SOURCES.get(region.scene)
+    files = source.ms_files if source else (region.scene,)
+    first, stop = source.ms_rows if source and source.ms_rows else (0, big)
+    rows = region.rows or (0, stop - first)
+    return files, range(first + rows[0], min(first + rows[1], stop)), range(*(region.cols or (0, big)))
 
 
 def _overlap(a: splits.Region, b: splits.Region) -> bool:
-    (ar, ac), (br, bc) = _cells(a), _cells(b)
-    return a.scene == b.scene and max(ar.start, br.start) < min(ar.stop, br.stop) \
+    (af, ar, ac), (bf, br, bc) = _cells(a), _cells(b)
+    return af == bf and max(ar.start, br.start) < min(ar.stop, br.stop) \
         and max(ac.start, bc.start) < min(ac.stop, bc.stop)
 
 

@@ -40,7 +40,9 @@ def _fusebox_regions(*path_rows: str) -> tuple[Region, ...]:
 
 
 _TRAIN_COLS, _TEST_COLS = (0, 192), (192, 320)  # GRIP GE1 / WV2 strips (MS is 320 wide)
-_OSMAN_TRAIN, _OSMAN_TEST = Region("osman", (0, 136)), Region("osman", (136, 200))
+# The Osman scene trains as its two sides of the seam, each registered (``datasets``); it tests as its files pair it.
+_OSMAN_TRAIN = (Region("osman_top", (0, 136)), Region("osman_bottom", (0, 136)))
+_OSMAN_TEST = Region("osman", (136, 200))
 # Rows cut to multiples of 32 MS pixels too (Shanghai 324 rows, CristianICS 143), for exact full-resolution blocks.
 _CRISTIANICS_TRAIN, _CRISTIANICS_TEST = Region("cristianics", (0, 96)), Region("cristianics", (96, 144), (0, 128))
 _8BAND_TEST = (Region("wv2", _TEST_COLS), Region("shanghai", _TEST_COLS, (0, 320)), _CRISTIANICS_TEST)
@@ -52,7 +54,7 @@ SPLITS: Mapping[str, Mapping[str, tuple[Region, ...]]] = MappingProxyType({
     "4band": MappingProxyType({
         "train": (
             *_fusebox_regions("P034R032", "P090R083", "P093R085", "P093R086"),
-            Region("landsat8"), Region("ge1", _TRAIN_COLS), Region("wv2", _TRAIN_COLS), _OSMAN_TRAIN,
+            Region("landsat8"), Region("ge1", _TRAIN_COLS), Region("wv2", _TRAIN_COLS), *_OSMAN_TRAIN,
             # More VHR sensors and places for a sensor the model never saw: WorldView-3 and CristianICS outside
             # the 8-band test strips, and both SpaceNet-6 Rotterdam WorldView-2 scenes.
             Region("shanghai", _TRAIN_COLS), _CRISTIANICS_TRAIN, Region("rotterdam_1"), Region("rotterdam_2"),
