@@ -147,7 +147,8 @@ def to_markdown(res: Mapping, env: Mapping) -> str:
         *environment_lines(env), "",
         "Reduced resolution: Wald protocol on the held-out " + ("test regions" if res["split"] == "test" else
         "scenes of a sensor absent from every training split") + " (reference = original MS). "
-        "Full resolution: original data, no reference. Fused images clipped to [0, full scale]; no border crop.",
+        + ("Full resolution: original data, no reference. " if res["full"] else "")
+        + "Fused images clipped to [0, full scale]; no border crop.",
     ]
     if "model" in res:
         out += ["", f"DDRF: `{res['model']['path']}` ({res['model']['training_data']})."]
