@@ -115,6 +115,13 @@ def _pooled(cfg: ExperimentConfig) -> ExperimentConfig:
 JITTER = RadiometricConfig(gain=0.35, band_gain=0.1, pan_gain=0.15, pan_noise=0.02)
 # The PAN spectral-response lever (``datasets.respectral``): another sensor's PAN follows the bands differently.
 PAN_RESPONSE = DegradationConfig(pan_copies=2, pan_mix=0.5, pan_tilt=1.0)
+
+
+def _jitter_pan(cfg: ExperimentConfig) -> ExperimentConfig:
+    """The pooled base with radiometric jitter and PAN spectral-response copies (the 4-band release's levers)."""
+    return dataclasses.replace(_pooled(cfg), augment=JITTER, degrade=PAN_RESPONSE)
+
+
 VARIANTS = (
     Variant("base", "the fold config (4-band recipe)", lambda c: c),
     Variant("jitter", f"+ radiometric jitter {dataclasses.asdict(JITTER)}",
@@ -144,11 +151,10 @@ VARIANTS = (
     Variant("hpm_fit_pool_jitter_pan", "hpm_fit_pool_jitter and 2 copies of every training pair whose PAN is "
                                        "half a combination of the reference's bands, weights exp(±1) "
                                        "(`[degrade] pan_copies = 2, pan_mix = 0.5, pan_tilt = 1`)",
-            lambda c: dataclasses.replace(_pooled(c), augment=JITTER, degrade=PAN_RESPONSE)),
+            _jitter_pan),
     Variant("hpm_fit_pool_jitter_pan_osreg", "hpm_fit_pool_jitter_pan with the Osman scene's two sides registered "
                                              "(osman_top, osman_bottom) in place of the scene as its files pair it",
-            lambda c: dataclasses.replace(_pooled(c), augment=JITTER, degrade=PAN_RESPONSE),
-            drops=("osman",), adds=("osman_top", "osman_bottom")),
+            _jitter_pan, drops=("osman",), adds=("osman_top", "osman_bottom")),
     Variant("hpm_fit_pool_jitter_scene", "hpm_fit_pool_jitter trained on pairs in scene-mean units "
                                          "(`train.value_scale = \"scene_mean\"`), as the runtime feeds a scene "
                                          "under ValueScale.SCENE_MEAN",

@@ -88,8 +88,8 @@ def add_scene_options(p: argparse.ArgumentParser) -> None:
                    help="average the network over the 4 flips of every tile: ~3.3x the time, ~2%% lower ERGAS/SAM")
     p.add_argument("--coregister", choices=[c.value for c in Coregistration], default=Coregistration.AUTO.value,
                    help="the PAN/MS offset measured from the pixels (±4 PAN pixels; in the report): auto (default: "
-                        "a pair that fits better shifted, the same way in every quadrant of the scene, is fused "
-                        "shifted, on the PAN's pixel grid), check (only warn) or off (trust the geotransforms)")
+                        "a pair that fits better shifted, every quadrant of the scene agreeing to within a pixel, is "
+                        "fused shifted, on the PAN's pixel grid), check (only warn) or off (trust the geotransforms)")
     p.add_argument("--threads", type=int, help="intra-op threads for the network")
     p.add_argument("--prepare-threads", type=int, help="threads reading and conditioning tiles while the network "
                                                        "runs (default: half the cores, 1 to 4)")

@@ -24,10 +24,10 @@ Decisions, with the evidence behind them
   the PAN fits the MS best 2 PAN rows up above MS row ≈ 98 and 2 rows down from row ≈ 100, in every strip
   (correlation 0.90–0.96 as paired, 0.98–0.99 moved): a seam of one MS row (the MS geotransform's rows are
   2.01 m, against 4 × 0.5 m PAN rows; no MS row is duplicated, so the cause is not visible). ``osman`` stays as
-  the file pairs it (every figure made on it, the training pairs and the demo carry the seam; the runtime's
-  co-registration sees quadrants that disagree and leaves it as georeferenced); ``osman_top`` (MS rows 1–97, PAN
-  from row 2) and ``osman_bottom`` (rows 102–198, PAN from row 410 to its end) are its two sides registered, for the
-  leave-one-sensor-out fold ``osman_registered``.
+  the file pairs it (the demo, the 4-band test strip and the ``osman`` leave-one-sensor-out fold carry the seam;
+  the runtime's co-registration sees quadrants that disagree and leaves it as georeferenced); ``osman_top`` (MS
+  rows 1–97, PAN from row 2) and ``osman_bottom`` (rows 102–198, PAN from row 410 to its end) are its two sides
+  registered: the 4-band train split (since the stage-7 release) and the fold ``osman_registered`` read them.
   The PAN is not resampled: interpolation would blur the detail source.
 * CristianICS (``geotiff/cristianics_8band_r4``): WorldView-3 band order (Coastal, B, G, Y, R,
   RedEdge, NIR1, NIR2). Evidence: 1.2 m / 0.3 m GSD is the WV3 resampled product, and the band
