@@ -12,7 +12,11 @@ import fcntl
 import json
 import os
 import secrets
+import signal
+import threading
 import time
+from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterator, Sequence
@@ -139,11 +143,14 @@ class RunReport:
     The open report is locked (flock) for the run: one batch at a time per report. Rows: ``start`` (engine,
     workers, start-up seconds), one ``scene`` row per scene (scene, status, worker, seconds, error, ...), ``end``
     (counts, wall time, outcome). Each row carries the run's id, so the reports of a batch and its resumptions
-    can share one file.
+    can share one file. ``counts`` (scene rows by status) and ``outputs`` (outputs with a scene row) are kept
+    with the rows, so what a run says at its end matches its rows even when Ctrl-C lands mid-row.
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
+        self.counts: Counter[str] = Counter()
+        self.outputs: set[str] = set()
         # Unique even for two runs of one process within a second (a rerun of a fast, finished batch).
         self.run = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{os.getpid()}-{secrets.token_hex(3)}"
         try:
@@ -158,8 +165,31 @@ class RunReport:
                               "or pass another --report", str(path)) from None
 
     def write(self, event: str, **fields: object) -> None:
-        self._file.write(json.dumps({"event": event, "run": self.run, **fields}, default=str) + "\n")
-        self._file.flush()
+        with _ctrl_c_held():  # a row and its bookkeeping both happen, or neither (no twice-reported scene)
+            self._file.write(json.dumps({"event": event, "run": self.run, **fields}, default=str) + "\n")
+            self._file.flush()
+            if event == "scene":
+                self.counts[str(fields["status"])] += 1
+                if fields.get("output"):
+                    self.outputs.add(str(fields["output"]))
 
     def close(self) -> None:
         self._file.close()
+
+
+@contextmanager
+def _ctrl_c_held() -> Iterator[None]:
+    """Defer SIGINT until the block has run (main thread only: elsewhere signals are not delivered anyway)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[tuple] = []
+    previous = signal.signal(signal.SIGINT, lambda *args: caught.append(args))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught and callable(previous):
+            previous(*caught[0])
+        elif caught and previous == signal.SIG_DFL:
+            signal.raise_signal(signal.SIGINT)

@@ -18,7 +18,7 @@ import os
 import socket
 import sys
 import time
-from collections import Counter, deque
+from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Iterator, Protocol
@@ -347,7 +347,6 @@ def run_batch(plan: Plan, config: BatchConfig, report_path: str | os.PathLike, p
     """
     t = time.perf_counter()
     report, outcome = RunReport(report_path), "error"  # locked: no other batch writes these outputs now
-    counts: Counter[str] = Counter()
     try:
         todo = [j for j in plan.jobs if config.scene.overwrite or not Path(j.output).exists()]
         removed = remove_temps(j.output for j in todo)  # left by a batch that was killed
@@ -356,47 +355,40 @@ def run_batch(plan: Plan, config: BatchConfig, report_path: str | os.PathLike, p
         for scene, reason in plan.invalid:
             report.write("scene", scene=scene, status="failed", worker=None, seconds=None, error=reason)
             _say_failed(scene, reason)
-            counts["failed"] += 1
         pending = set(todo)
         for job in (j for j in plan.jobs if j not in pending):
             report.write("scene", scene=job.ms, output=job.output, status="skipped", worker=None, seconds=0.0,
                          error=None)
-            counts["skipped"] += 1
         engine = open_engine(config, len(todo), verbose)
         report.write("start", engine=engine.kind.value, workers=engine.workers, threads_per_worker=engine.threads,
                      startup_s=round(engine.startup_s, 3), address=config.address, scenes=len(plan.jobs),
                      to_fuse=len(todo), invalid=len(plan.invalid))
-        reported: set[str] = set()  # outputs with a row of this run
         try:
-            _drain(engine, todo, report, counts, progress, reported)
+            _drain(engine, todo, report, progress)
         finally:
             engine.close()
             for job in todo:  # finished as Ctrl-C stopped the workers, before their row came back
-                if job.output not in reported and Path(job.output).exists():
+                if job.output not in report.outputs and Path(job.output).exists():
                     report.write("scene", scene=job.ms, pan=job.pan, output=job.output, worker=None, status="done",
                                  seconds=None, error=None, note="finished as the run stopped")
-                    counts["done"] += 1
         outcome = "complete"
     except KeyboardInterrupt:
         outcome = "interrupted"
         raise
     finally:
-        report.write("end", outcome=outcome, counts=dict(counts), wall_s=round(time.perf_counter() - t, 3))
+        report.write("end", outcome=outcome, counts=dict(report.counts), wall_s=round(time.perf_counter() - t, 3))
         report.close()
-    return BatchSummary(dict(counts), engine.kind.value, engine.workers, engine.startup_s, time.perf_counter() - t)
+    return BatchSummary(dict(report.counts), engine.kind.value, engine.workers, engine.startup_s,
+                        time.perf_counter() - t)
 
 
-def _drain(engine: BatchEngine, todo: list[Job], report: RunReport, counts: Counter, progress: bool,
-           reported: set[str]) -> None:
-    """Write each row as it arrives (adding its output to ``reported``); a progress bar over scenes with the
-    throughput in scenes per hour."""
+def _drain(engine: BatchEngine, todo: list[Job], report: RunReport, progress: bool) -> None:
+    """Write each row as it arrives; a progress bar over scenes with the throughput in scenes per hour."""
     t = time.perf_counter()
     with tqdm(total=len(todo), unit="scene", disable=not (progress and todo),
               desc=f"fusing ({engine.workers} worker{'s' if engine.workers > 1 else ''})") as bar:
         for row in engine.run(todo):
             report.write("scene", **row)
-            reported.add(row["output"])
-            counts[row["status"]] += 1
             if row["status"] == "failed":
                 _say_failed(row["scene"], row["error"])
             bar.update()

@@ -192,6 +192,31 @@ def test_a_second_batch_on_the_same_report_is_refused(tmp_path, scenes):
     RunReport(tmp_path / "r.jsonl").close()  # free again
 
 
+def test_ctrl_c_mid_row_waits_for_the_row_and_its_bookkeeping(tmp_path):
+    """Ctrl-C landing while a scene row is written (here: while it is serialised) is raised only once the row is
+    in the file and counted, so the end of an interrupted run never reports that scene a second time."""
+    import json
+    import signal
+
+    from ddrf_runtime.batch import RunReport
+
+    class CtrlCWhenSerialised:
+        def __str__(self) -> str:
+            signal.raise_signal(signal.SIGINT)
+            return "x"
+
+    report = RunReport(tmp_path / "r.jsonl")
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            report.write("scene", output="a_ddrf.tif", status="done", note=CtrlCWhenSerialised())
+    finally:
+        report.close()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    rows = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert [(r["output"], r["status"]) for r in rows] == [("a_ddrf.tif", "done")]
+    assert report.outputs == {"a_ddrf.tif"} and report.counts == {"done": 1}
+
+
 def test_batch_modules_import_without_ray():
     res = _import_with_blocked(("ray", "torch"), ["ddrf_runtime.batch", "ddrf_runtime.batch_engine",
                                                   "ddrf_runtime.batch_cli"])
